@@ -95,3 +95,18 @@ class Simulation(BaseModel):
     predictions: list[list[float]] = Field(description="0..10 per token, one list per window, same order as the windows")
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
+
+
+class FeatureReport(BaseModel):
+    """All a reader (table, show, exports) needs about one scored feature of one run."""
+
+    run_id: str
+    feature: int
+    stats: FeatureStats
+    windows: list[Window] = Field(description="explanation and scoring windows, in sampler order")
+    explanation: Explanation | None = Field(default=None, description="None when explaining failed")
+    scores: dict | None = Field(default=None, description="FeatureScores.to_columns() plus 'json' (FeatureScores.to_json()); None if not scored")
+    controls: dict[str, dict] = Field(default_factory=dict, description="control name ('baseline', 'other') -> its scores columns")
+    errors: list[str] = Field(default_factory=list, description="recorded failures: 'stage: message'")
+    model_name: str = Field(default="", description="subject model name")
+    sae_name: str = Field(default="", description="SAE identifier (folder name or hook) for exports")
