@@ -1,0 +1,173 @@
+"""The sampler against a brute-force reference that keeps every activation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.config import SamplerConfig
+from autointerp.sampler import SamplerState, iter_batches
+
+
+def synthetic(n_contexts=60, L=24, F=6, seed=0, density=0.08):
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, 500, (n_contexts, L), generator=gen)
+    tokens[:, 0] = 1  # BOS
+    acts = torch.rand(n_contexts, L, F, generator=gen) * torch.linspace(0.5, 40, F)
+    acts = acts * (torch.rand(n_contexts, L, F, generator=gen) < density)
+    acts[:, 0] = 100.0  # BOS activations are huge and must count nowhere
+    acts[: n_contexts // 6, :, -1] = 0  # some silent contexts for the last feature
+    return tokens, acts
+
+
+def run_state(tokens, acts, cfg, batch_size=8):
+    F = acts.shape[-1]
+    state = SamplerState(list(range(F)), len(tokens), tokens.shape[1], cfg, first_position=1)
+    for ids, toks in iter_batches(tokens, batch_size):
+        valid = toks != 1
+        state.update(acts[ids], toks, ids, valid)
+    return state
+
+
+def decode(ids):
+    return [f"t{i}" for i in ids]
+
+
+CFG = SamplerConfig(window_size=8, window_left=5, n_top_explain=4, n_top_score=3, n_intervals=3,
+                    per_interval_explain=2, per_interval_score=1, n_random_score=3, n_nonactivating_score=3,
+                    interval_grid=16, seed=3)
+
+
+def test_statistics_and_top_k_match_brute_force():
+    tokens, acts = synthetic()
+    state = run_state(tokens, acts, CFG)
+    samples = state.finish(tokens, decode)
+    body = acts[:, 1:]  # BOS excluded
+    split = state.split_of_context.numpy()
+    for f, sample in enumerate(samples):
+        a = body[..., f]
+        st = sample.stats
+        assert st.n_tokens == a.numel()
+        assert st.n_active == int((a > 0).sum())
+        assert st.max_activation == pytest.approx(float(a.max()))
+        assert st.mean_active == pytest.approx(float(a[a > 0].mean()), rel=1e-6)
+        bound = 2.0 ** math.ceil(math.log2(float(a.max())))
+        cells = np.clip(np.ceil(a[a > 0].numpy() / bound * CFG.interval_grid) - 1, 0, None).astype(int)
+        expected_hist = np.bincount(cells, minlength=len(st.histogram_counts))
+        assert st.histogram_counts == expected_hist.tolist()
+        assert st.histogram_edges[-1] >= st.max_activation
+        peaks = a.max(1).values.numpy()
+        for split_id, name, k in ((0, "explain", CFG.n_top_explain), (1, "score", CFG.n_top_score)):
+            ids = [c for c in np.argsort(-peaks) if split[c] == split_id and peaks[c] > 0][:k]
+            got = [w for w in sample.windows if w.split == name and w.group == "top"]
+            assert [w.context_id for w in got] == ids
+            for w in got:
+                assert max(w.activations) == pytest.approx(float(peaks[w.context_id]))
+                assert w.activations == pytest.approx(acts[w.context_id, w.start : w.start + 8, f].tolist())
+                assert w.start >= 1  # windows never include BOS
+
+
+def test_windows_record_true_activations_and_splits_never_share_a_context():
+    tokens, acts = synthetic()
+    samples = run_state(tokens, acts, CFG).finish(tokens, decode)
+    for f, sample in enumerate(samples):
+        explain = {w.context_id for w in sample.windows if w.split == "explain"}
+        score = {w.context_id for w in sample.windows if w.split == "score"}
+        assert not explain & score
+        for w in sample.windows:
+            assert w.token_ids == tokens[w.context_id, w.start : w.start + 8].tolist()
+            assert w.tokens == decode(w.token_ids)
+            true = acts[w.context_id, w.start : w.start + 8, f].tolist()
+            assert w.activations == pytest.approx(true)
+            if w.group == "nonactivating":
+                assert float(acts[w.context_id, 1:, f].max()) == 0
+        groups = [w.group for w in sample.windows if w.split == "score"]
+        assert groups.count("random") == CFG.n_random_score
+
+
+def test_interval_draws_fall_in_their_interval():
+    tokens, acts = synthetic(n_contexts=120)
+    state = run_state(tokens, acts, CFG)
+    samples = state.finish(tokens, decode)
+    for f, sample in enumerate(samples):
+        st = sample.stats
+        edges = st.histogram_edges
+        cells = state.interval_cells(f)
+        for w in (w for w in sample.windows if w.group == "interval"):
+            lo, hi = cells[w.interval]
+            peak = float(acts[w.context_id, 1:, f].max())
+            assert edges[lo] < peak <= edges[hi] + 1e-6
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    tokens, acts = synthetic()
+    first = run_state(tokens, acts, CFG).finish(tokens, decode)
+    again = run_state(tokens, acts, CFG).finish(tokens, decode)
+    other = run_state(tokens, acts, CFG.model_copy(update={"seed": 4})).finish(tokens, decode)
+    assert [s.model_dump() for s in first] == [s.model_dump() for s in again]
+    assert [s.model_dump() for s in first] != [s.model_dump() for s in other]
+
+
+def test_identical_windows_count_once_in_top():
+    tokens, acts = synthetic(n_contexts=16)
+    tokens[5] = tokens[2]
+    acts[5] = acts[2]
+    acts[2, 10, 0] = acts[5, 10, 0] = 1000.0  # the same window is the feature's top twice
+    cfg = CFG.model_copy(update={"explain_fraction": 0.999})  # every context in one split
+    state = run_state(tokens, acts, cfg)
+    tops = [w for w in state.finish(tokens, decode)[0].windows if w.group == "top"]
+    assert [w.context_id for w in tops].count(2) + [w.context_id for w in tops].count(5) == 1
+
+
+def chi_square(counts):
+    counts = np.asarray(counts, dtype=float)
+    expected = counts.sum() / len(counts)
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_interval_and_random_draws_are_uniform():
+    """Over many seeds, each eligible context is drawn equally often (chi-square, ~5 sigma bound)."""
+    L, F = 12, 1
+    n_contexts = 40
+    tokens = torch.randint(3, 500, (n_contexts, L), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = 1
+    acts = torch.zeros(n_contexts, L, F)
+    # Peaks 1..8 spread evenly; the context with peak 10 pins the max (and is the only top window).
+    acts[:, 3, 0] = torch.tensor([1.0 + (c % 8) for c in range(n_contexts)])
+    acts[0, 3, 0] = 10.0
+    cfg = SamplerConfig(window_size=6, window_left=2, n_top_explain=0, n_top_score=1, n_intervals=1,
+                        per_interval_explain=0, per_interval_score=1, n_random_score=1, n_nonactivating_score=0,
+                        interval_grid=16, explain_fraction=0.01)
+    interval_counts = np.zeros(n_contexts)
+    random_counts = np.zeros(n_contexts)
+    for seed in range(300):
+        state = run_state(tokens, acts, cfg.model_copy(update={"seed": seed}), batch_size=7)
+        for w in state.finish(tokens, decode)[0].windows:
+            if w.split != "score":
+                continue
+            if w.group == "interval":
+                interval_counts[w.context_id] += 1
+            if w.group == "random":
+                random_counts[w.context_id] += 1
+    eligible = [c for c in range(1, n_contexts)]
+    dof = len(eligible) - 1
+    bound = dof + 5 * math.sqrt(2 * dof)
+    assert interval_counts[0] == 0  # the top context is never drawn again
+    assert chi_square(interval_counts[eligible]) < bound
+    assert chi_square(random_counts) < n_contexts - 1 + 5 * math.sqrt(2 * (n_contexts - 1))
+
+
+def test_state_does_not_grow_with_the_corpus():
+    tokens, acts = synthetic(n_contexts=40)
+    small = run_state(tokens, acts, CFG)
+    big_tokens, big_acts = synthetic(n_contexts=80)
+    big = run_state(big_tokens, big_acts, CFG)
+
+    def nbytes(state):
+        total = sum(t.numel() * t.element_size() for s in state.splits for t in vars(s).values())
+        return total + sum(t.numel() * t.element_size() for t in (state.hist_FG, state.max_F, state.bound_F))
+
+    assert nbytes(big) == nbytes(small)
+    # Only the up-front split table, one byte per context, scales with the corpus.
+    assert big.split_of_context.element_size() == 1
