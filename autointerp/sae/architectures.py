@@ -139,7 +139,7 @@ def _denormalise(out_ND: Tensor, x_ND: Tensor, how: str) -> Tensor:
 class _Subset:
     """Cached per feature set: the index on the SAE's device and, where possible, sliced weights."""
 
-    features: Tensor | Sequence[int]
+    features: Tensor | None  # the caller's tensor this was built from (None: not cacheable)
     version: int
     index_F: Tensor
     weights: dict[str, Tensor] | None
@@ -276,19 +276,20 @@ class SparseAutoencoder:
         return x_ND.to(device=self.device, dtype=self.dtype)
 
     def _subset_for(self, features: Tensor | Sequence[int]) -> _Subset:
-        """The cached subset for `features`, rebuilt when given another tensor or a modified one.
+        """The subset for `features`, cached while the same, unmodified tensor is passed again.
 
         Identity, not value, is the cache key: comparing values would sync the GPU on every batch.
         A tensor's version counter catches in-place edits; a plain sequence is never cached.
         """
         cached = self._subset
-        if (
-            isinstance(features, Tensor)
-            and cached is not None
-            and cached.features is features
-            and cached.version == features._version
-        ):
-            return cached
+        if isinstance(features, Tensor):
+            if cached is not None and cached.features is features and cached.version == features._version:
+                return cached
+            self._subset = self._make_subset(features)
+            return self._subset
+        return self._make_subset(features)
+
+    def _make_subset(self, features: Tensor | Sequence[int]) -> _Subset:
         index_F = torch.as_tensor(features, device=self.device)
         if index_F.ndim != 1 or index_F.dtype == torch.bool or index_F.is_floating_point():
             raise ValueError(
@@ -306,7 +307,6 @@ class SparseAutoencoder:
             sliced = {"W_enc": self.weights["W_enc"].index_select(1, index_F)}
             for name in self.architecture.feature_vectors:
                 sliced[name] = self.weights[name].index_select(0, index_F)
-        subset = _Subset(features, features._version if isinstance(features, Tensor) else -1, index_F, sliced)
-        if isinstance(features, Tensor):
-            self._subset = subset
-        return subset
+        features_tensor = features if isinstance(features, Tensor) else None
+        version = features._version if isinstance(features, Tensor) else -1
+        return _Subset(features_tensor, version, index_F, sliced)

@@ -29,16 +29,14 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
         return name
     key = str(name).removeprefix("torch.")
     if key not in DTYPES:
-        raise ValueError(f"dtype {name!r} is not one of {', '.join(DTYPES)}")
+        raise ValueError(f"one of {', '.join(DTYPES)} (with or without a 'torch.' prefix)")
     return DTYPES[key]
 
 
 class SAEConfig(BaseModel):
     """One SAE's shape, encoder options and the model/hook whose activations it reads."""
 
-    architecture: str = Field(
-        description="Encoder family: 'standard' (ReLU), 'jumprelu', 'gated' or 'topk'."
-    )
+    architecture: str = Field(description="Encoder family: 'standard' (ReLU), 'jumprelu', 'gated' or 'topk'.")
     d_in: int = Field(gt=0, description="Width of the activations the SAE reads (model d_model).")
     d_sae: int = Field(gt=0, description="Number of SAE features (latents).")
     dtype: str = Field(
@@ -89,9 +87,9 @@ class SAEConfig(BaseModel):
     def _topk_options(self) -> "SAEConfig":
         if self.architecture == "topk":
             if self.k is None or self.k > self.d_sae:
-                raise ValueError(f"topk needs 1 <= k <= d_sae ({self.d_sae}); got k={self.k}")
+                raise ValueError(f"key 'k': a topk SAE needs 1 <= k <= d_sae ({self.d_sae}); got {self.k}")
         elif self.rescale_acts_by_decoder_norm:
-            raise ValueError("rescale_acts_by_decoder_norm applies to topk SAEs only")
+            raise ValueError("key 'rescale_acts_by_decoder_norm': true applies to topk SAEs only")
         return self
 
     @property
