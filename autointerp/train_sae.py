@@ -151,6 +151,15 @@ def evaluate(model, sae: SparseAutoencoder, tokens_BL, hook_name: str, skip_ids:
     }
 
 
+@torch.no_grad()
+def log10_density(sae: SparseAutoencoder, acts_ND: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """log10 of each feature's firing density over `acts_ND`, floored at -10 as SAELens stores it."""
+    fired_S = torch.zeros(sae.cfg.d_sae)
+    for start in range(0, len(acts_ND), chunk):
+        fired_S += (sae.encode(acts_ND[start : start + chunk]) > 0).sum(0).float()
+    return torch.log10(fired_S / len(acts_ND) + 1e-10)
+
+
 def build_demo_sae(cfg: TrainConfig, out: Path, device: str | None = None) -> dict:
     device = device or default_device()
     torch.manual_seed(cfg.seed)
@@ -177,7 +186,9 @@ def build_demo_sae(cfg: TrainConfig, out: Path, device: str | None = None) -> di
     report = evaluate(model, sae, eval_tokens, cfg.hook_name, skip_ids)
     report["train_seconds"] = round(time.time() - started)
     report["device"] = device
-    sae.save(out, dtype=cfg.save_dtype)
+    sae.log10_density = log10_density(sae, acts)
+    report["dead_fraction_train_tokens"] = (sae.log10_density <= -10).float().mean().item()
+    sae.to(dtype=cfg.save_dtype).save(out)
     (out / "training_report.json").write_text(json.dumps({"config": cfg.model_dump(), "quality": report}, indent=1))
     return report
 

@@ -13,6 +13,7 @@ random with `failure_rate` and `seed`:
     "ok"                      normal answer
     "429:retry-after=1"       429 with `retry-after: 1` (also "429:retry-after-ms=300", or bare "429")
     "529" "503" "500" ...     that status with the provider's error body (any 4xx/5xx code)
+    "401:echo-auth"           that status, the error message quoting the key header it received
     "drop"                    read the request, close the connection without an answer
     "slow:3"                  wait 3 s, then answer normally (the client should have timed out)
     "malformed"               200 with a body that is not JSON
@@ -38,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Responder = Callable[[str, dict], "str | dict"]
 
@@ -109,9 +110,11 @@ class LoopbackServer:
         class Handler(_Handler):
             loopback = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="loopback-llm", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -121,7 +124,7 @@ class LoopbackServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -207,7 +210,9 @@ class LoopbackServer:
         model = self.model or body.get("model", "loopback")
         if kind == "anthropic":
             uncached, read, write = self._cached_anthropic(body)
-            stop_reason = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}[finish]
+            stop_reason = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}[
+                finish
+            ]
             return {
                 "id": "msg_loopback",
                 "type": "message",
@@ -287,18 +292,27 @@ def _error_body(kind: str, status: int) -> dict:
     }
     message = f"loopback fault {status}"
     if kind == "anthropic":
-        return {"type": "error", "error": {"type": anthropic_types.get(status, "api_error"), "message": message}}
+        return {
+            "type": "error",
+            "error": {"type": anthropic_types.get(status, "api_error"), "message": message},
+        }
     return {"error": {"message": message, "type": "loopback_error", "param": None, "code": str(status)}}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops bursts of connects (1 s SYN retries)
 
 
 class _Handler(BaseHTTPRequestHandler):
     loopback: LoopbackServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms stalls
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         server = self.loopback
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         try:
@@ -310,7 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
         fault = server._next_fault()
         with server._lock:
             server.requests.append(
-                RecordedRequest(kind, path, {k.lower(): v for k, v in self.headers.items()}, body, fault, time.monotonic())
+                RecordedRequest(
+                    kind, path, {k.lower(): v for k, v in self.headers.items()}, body, fault, time.monotonic()
+                )
             )
             server.in_flight += 1
             server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -341,14 +357,23 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["retry-after"] = arg.split("=", 1)[1]
             # The SDKs read this header to decide their own retries; ours are off, so it must not matter.
             headers["x-should-retry"] = "true"
-            self._send_json(int(name), _error_body(kind, int(name)), headers)
+            body = _error_body(kind, int(name))
+            if arg == "echo-auth":  # a badly behaved proxy that quotes the credentials it was sent
+                sent = self.headers.get("x-api-key") or self.headers.get("authorization") or ""
+                inner = body["error"]
+                inner["message"] += f" (invalid credentials: {sent})"
+            self._send_json(int(name), body, headers)
             return
         if server.latency_s:
             time.sleep(server.latency_s)
         if name == "malformed":
             self._send_raw(200, b'{"id": "msg_loopback", "content": [{"type": "te')
             return
-        payload = json.dumps(server.build_response(kind, body)).encode()
+        try:
+            payload = json.dumps(server.build_response(kind, body)).encode()
+        except Exception as exc:  # noqa: BLE001 - a broken responder is a test bug: answer 500, say why
+            self._send_json(500, {"error": {"type": "responder_error", "message": repr(exc)}})
+            return
         if name == "truncated":
             self.send_response(200)
             self.send_header("content-type", "application/json")

@@ -13,6 +13,7 @@ the caller's job; `complete_validated` is a small helper for callers that want t
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 class TransientError(Exception):
     """A failure worth another try. `retry_after_s` is the server's requested wait, if it sent one."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
@@ -107,8 +109,11 @@ class RetryPolicy:
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is not None:
             return min(float(retry_after), self.retry_after_cap_s)
-        backoff = wait_exponential_jitter(initial=self.initial_wait_s, max=self.max_wait_s, jitter=self.initial_wait_s)
-        return backoff(state)
+        # Exponential backoff with full-width jitter (written out: tenacity renamed its parameters).
+        backoff = self.initial_wait_s * 2 ** (state.attempt_number - 1) + random.uniform(
+            0, self.initial_wait_s
+        )
+        return min(backoff, self.max_wait_s)
 
     def attempts(self) -> AsyncRetrying:
         """`async for attempt in policy.attempts(): with attempt: ...` retries TransientError/TimeoutError."""
@@ -173,4 +178,6 @@ async def complete_validated(
             return Validated(parse(response), responses)
         except ValueError as exc:
             errors.append(str(exc))
-    raise InvalidAnswerError(f"{tries} answer(s) from {backend.name} failed to parse: {errors[-1]}", responses)
+    raise InvalidAnswerError(
+        f"{tries} answer(s) from {backend.name} failed to parse: {errors[-1]}", responses
+    )

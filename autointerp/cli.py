@@ -1,0 +1,221 @@
+"""The `autointerp` command: parse flags, build a RunConfig, call the stage functions. Nothing else."""
+
+import argparse
+import logging
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import AutointerpError, InputError, expected
+
+# flag -> (dotted RunConfig field, type, help)
+RUN_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--sae": ("sae", str, "SAE folder (SAELens or sparsify layout) or 'demo' for the built-in one"),
+    "--model": ("model", str, "subject model (TransformerLens name or 'smollm2-135m'); default: the SAE's"),
+    "--corpus": ("corpus.source", str, "text file/folder, .jsonl, .parquet, saved HF dataset, or 'shakespeare'"),
+    "--text-field": ("corpus.text_field", str, "field holding the text in JSONL/parquet/datasets"),
+    "--device": ("device", str, "cuda or cpu (default: cuda when present)"),
+    "--dtype": ("dtype", str, "model dtype (default: bfloat16 on cuda, float32 on cpu)"),
+    "--run-dir": ("run_dir", str, "folder of the run's SQLite database (default: scores/<sae>-<hook>)"),
+    "--n-tokens": ("sampler.n_tokens", int, "corpus tokens to stream"),
+    "--context-size": ("sampler.context_size", int, "tokens per model context (default: the SAE's)"),
+    "--batch-size": ("sampler.batch_size", int, "contexts per forward pass"),
+    "--window-size": ("sampler.window_size", int, "tokens per example window"),
+    "--n-features": ("selection.n_features", int, "draw this many live features at random"),
+    "--features": ("selection.features", str, "explicit features, e.g. 3,17,100-120"),
+    "--seed": ("selection.seed", int, "seed for feature selection"),
+    "--explainer": ("llm.explainer", str, "anthropic:<model>, openai:<model>[@url], local or baseline"),
+    "--simulator": ("llm.simulator", str, "same forms as --explainer (default: the explainer's)"),
+    "--max-in-flight": ("llm.max_in_flight", int, "LLM requests in flight per backend"),
+    "--quantise": ("scoring.quantise_rule", str, "floor (OpenAI) or ceil (delphi)"),
+    "--controls-share": ("scoring.controls_share", float, "share of features scored with control explanations"),
+}
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[last] = value
+
+
+def load_job(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(expected(f"Job file {path}", "no such file", "a TOML file such as jobs/demo.toml")) from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(expected(f"Job file {path}", f"invalid TOML ({err})", "valid TOML")) from None
+
+
+def build_config(args: argparse.Namespace):
+    """Job file first, then every flag given on the command line on top."""
+    from pydantic import ValidationError
+
+    from autointerp.config import RunConfig
+
+    data = load_job(getattr(args, "job", None))
+    for flag, (dotted, _, _) in RUN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    if getattr(args, "stratify", False):
+        _set_dotted(data, "selection.stratify_by_density", True)
+    if "sae" not in data:
+        raise InputError("No SAE given: expected --sae PATH (or --sae demo for the built-in one) or `sae = ...` in a job file.")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(expected(f"Setting {where}", repr(first.get("input")), first["msg"])) from None
+
+
+def add_run_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    for flag, (_, kind, help_text) in RUN_FLAGS.items():
+        if only is None or flag in only:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def cmd_info(args) -> int:
+    from autointerp.pipeline import load_inputs
+
+    cfg = build_config(args)
+    inputs = load_inputs(cfg, with_corpus=False)
+    report = inputs.fit
+    print(f"SAE            {inputs.sae.cfg.path}")
+    print(f"architecture   {report.architecture}" + (f" (k={report.k})" if report.k else "") + f", {report.layout} layout")
+    print(f"d_in x d_sae   {report.d_in} x {report.d_sae}")
+    print(f"hook           {report.hook_name}  (width {report.d_in}: fits)")
+    print(f"model          {report.model_name} on {report.device}, {report.model_dtype}; SAE dtype {report.sae_dtype}")
+    if report.density:
+        summary = ", ".join(f"{k} {v:g}" for k, v in report.density.items())
+        print(f"density        {summary}")
+    else:
+        print("density        no sparsity.safetensors (run measures it)")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from autointerp.pipeline import sample_stage
+
+    sample_stage(build_config(args))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from autointerp.pipeline import run
+
+    return run(build_config(args), retry_failed=args.retry_failed)
+
+
+def cmd_show(args) -> int:
+    from autointerp.show import show_feature
+
+    show_feature(Path(args.run_dir), args.feature)
+    return 0
+
+
+def cmd_table(args) -> int:
+    from autointerp.tables import density_breakdown, format_rows, run_table
+
+    print(format_rows(run_table([Path(p) for p in args.run_dirs]), args.format))
+    if args.by_density:
+        for run_dir in args.run_dirs:
+            print(format_rows(density_breakdown(Path(run_dir)), args.format))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import json
+
+    from autointerp.tables import compare_runs, format_rows
+
+    result = compare_runs(Path(args.a), Path(args.b))
+    if args.format == "json":
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_rows(result["rows"], args.format))
+        print(result["note"])
+    return 0
+
+
+def cmd_export(args) -> int:
+    from autointerp.export import export
+    from autointerp.store import RunStore
+
+    store = RunStore.open(Path(args.run_dir), create=False)
+    run_id = store.latest_run_id()
+    written = export(args.format, store.load_reports(run_id), Path(args.out))
+    for path in written:
+        print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="autointerp", description="Explain and score SAE features with LLMs.")
+    top.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="what an SAE holds and whether it fits the model's hook")
+    info.add_argument("--job")
+    add_run_flags(info, ("--sae", "--model", "--device", "--dtype"))
+    info.set_defaults(func=cmd_info)
+
+    for name, func, helptext in (("sample", cmd_sample, "sampling stage only: contexts and statistics into the run's store"),
+                                 ("run", cmd_run, "sample, explain, simulate and score; resumable")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--job", help="TOML job file (flags override it)")
+        add_run_flags(p)
+        p.add_argument("--stratify", action="store_true", help="draw features evenly across density buckets")
+        p.add_argument("--retry-failed", action="store_true", help="redo only the features that failed")
+        p.set_defaults(func=func)
+
+    show = sub.add_parser("show", help="one feature of a run in the terminal")
+    show.add_argument("run_dir")
+    show.add_argument("feature", type=int)
+    show.set_defaults(func=cmd_show)
+
+    table = sub.add_parser("table", help="one row per run: scores, lift, calibration, cost")
+    table.add_argument("run_dirs", nargs="+")
+    table.add_argument("--format", choices=["terminal", "markdown", "csv", "json"], default="terminal")
+    table.add_argument("--by-density", action="store_true", help="also break scores down by density bucket")
+    table.set_defaults(func=cmd_table)
+
+    compare = sub.add_parser("compare", help="two runs side by side, paired on shared features")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--format", choices=["terminal", "markdown", "csv", "json"], default="terminal")
+    compare.set_defaults(func=cmd_compare)
+
+    exp = sub.add_parser("export", help="explanations for feature browsers")
+    exp.add_argument("run_dir")
+    exp.add_argument("--format", choices=["neuronpedia", "saedashboard", "jsonl", "html"], required=True)
+    exp.add_argument("--out", required=True)
+    exp.set_defaults(func=cmd_export)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        code = args.func(args)
+    except AutointerpError as err:
+        if args.debug:
+            raise
+        print(f"autointerp: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("autointerp: interrupted; finished work is stored, run the same command again to resume.", file=sys.stderr)
+        return 130
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""LLM backends behind one small async interface (see autointerp.llm.base).
+
+    backend = make_backend("anthropic:claude-haiku-5-5", max_in_flight=8)
+    response = await backend.complete(LLMRequest(system=..., prefix=[...], messages=[...]))
+    response.text, response.usage, backend.cost(response.usage)
+
+The SDKs are imported only when a backend of theirs is made.
+"""
+
+from autointerp.llm.base import (
+    BackendOptions,
+    LLMBackend,
+    LLMCallError,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    TokenLogprob,
+    redact,
+)
+from autointerp.llm.pricing import Cost, Price, cost, load_overrides
+from autointerp.llm.retry import (
+    InvalidAnswerError,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+    Validated,
+    complete_validated,
+)
+from autointerp.llm.spec import (
+    BACKENDS,
+    BackendSpec,
+    default_backend_spec,
+    make_backend,
+    parse_backend_spec,
+)
+
+__all__ = [
+    "BACKENDS",
+    "BackendOptions",
+    "BackendSpec",
+    "Cost",
+    "InvalidAnswerError",
+    "LLMBackend",
+    "LLMCallError",
+    "LLMRequest",
+    "LLMResponse",
+    "Message",
+    "PermanentError",
+    "Price",
+    "RetryPolicy",
+    "TokenLogprob",
+    "TransientError",
+    "Validated",
+    "complete_validated",
+    "cost",
+    "default_backend_spec",
+    "load_overrides",
+    "make_backend",
+    "parse_backend_spec",
+    "redact",
+]

@@ -1,0 +1,179 @@
+"""Orchestration of `autointerp run`: sample once, then explain -> simulate -> score per feature.
+
+Each feature's result at each stage is committed in one transaction, so a run killed at any point
+resumes from the store: sampling is skipped once its examples are stored, explained features are not
+explained again, scored features are not simulated again.
+"""
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from autointerp.assets import resolve_sae_path
+from autointerp.config import RunConfig
+from autointerp.corpus import special_token_ids, tokenise_corpus
+from autointerp.errors import InputError, StoreError, expected
+from autointerp.inspect_sae import FitReport, check_fit
+from autointerp.records import FeatureSample
+from autointerp.sae import SparseAutoencoder, load_sae
+from autointerp.subject_model import load_subject_model
+
+log = logging.getLogger(__name__)
+DEFAULT_CONTEXT_SIZE = 128
+
+
+@dataclass
+class Inputs:
+    sae: SparseAutoencoder
+    model: object
+    fit: FitReport
+    tokens_NL: torch.Tensor | None = None
+    first_position: int = 1
+    special_ids: list[int] | None = None
+
+
+def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
+    """SAE, subject model (checked to fit the SAE's hook) and, optionally, the tokenised corpus."""
+    sae = load_sae(resolve_sae_path(cfg.sae))
+    model_name = cfg.model or sae.cfg.model_name
+    if not model_name:
+        raise InputError(expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json",
+                                  "Pass --model NAME."))
+    model = load_subject_model(model_name, cfg.device, cfg.dtype, sae.cfg.model_from_pretrained_kwargs)
+    sae.to(device=model.cfg.device, dtype=model.cfg.dtype)
+    fit = check_fit(sae, model)
+    inputs = Inputs(sae=sae, model=model, fit=fit, first_position=1 if sae.cfg.prepend_bos else 0,
+                    special_ids=special_token_ids(model.tokenizer))
+    if with_corpus:
+        context_size = cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE
+        context_size = min(context_size, model.cfg.n_ctx)
+        inputs.tokens_NL = tokenise_corpus(cfg.corpus, model.tokenizer, context_size, sae.cfg.prepend_bos,
+                                           max_tokens=cfg.sampler.n_tokens)
+    return inputs
+
+
+def sae_fingerprint(sae: SparseAutoencoder) -> str:
+    digest = hashlib.sha256(sae.cfg.model_dump_json(exclude={"path", "dtype"}).encode())
+    for name in sorted(sae.weights):
+        digest.update(sae.weights[name].float().cpu().numpy().tobytes()[:1 << 20])
+    return digest.hexdigest()[:16]
+
+
+def corpus_fingerprint(tokens_NL: torch.Tensor) -> str:
+    return hashlib.sha256(tokens_NL.numpy().tobytes()).hexdigest()[:16]
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    name = Path(str(resolve_sae_path(cfg.sae))).name if cfg.sae != "demo" else "demo"
+    return Path("scores") / name
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("autointerp", "torch", "transformer_lens", "anthropic", "openai"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+
+
+def sample(cfg: RunConfig, inputs: Inputs) -> tuple[list[FeatureSample], int]:
+    """Choose features and stream the corpus; returns (samples, number of dead features)."""
+    from autointerp.sampler import hook_activations, sample_features
+    from autointerp.selection import choose_features, probe_log10_density
+
+    sae, model, tokens = inputs.sae, inputs.model, inputs.tokens_NL
+    density = sae.log10_density
+    if density is None and not cfg.selection.features:
+        n_probe = max(1, cfg.selection.density_probe_tokens // tokens.shape[1])
+        density = probe_log10_density(model, sae, tokens[:n_probe], inputs.special_ids, inputs.first_position,
+                                      cfg.sampler.batch_size, hook_activations)
+    features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
+    with _progress() as bar:
+        task = bar.add_task("sampling", total=tokens.numel(), info="")
+
+        def progress(n: int, seconds: float) -> None:
+            done = bar.tasks[task].completed + n
+            bar.update(task, completed=done, info=f"{done / max(seconds, 1e-9):,.0f} tok/s")
+
+        samples = sample_features(model, sae, tokens, features, cfg.sampler, inputs.special_ids,
+                                  inputs.first_position, progress)
+    return samples, n_dead
+
+
+def open_run(cfg: RunConfig, create: bool = True):
+    """The run's store and run id; refuses a run directory made with settings that change results."""
+    from autointerp.store import RunStore
+
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    store = RunStore.open(run_dir, create=create)
+    run_id = store.latest_run_id()
+    if run_id is not None:
+        import json
+
+        stored = json.loads(store.get_run(run_id)["results_key_json"])
+        wanted = cfg.results_key()
+        diffs = _differences(stored, wanted)
+        if diffs:
+            listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in diffs[:6])
+            raise StoreError(
+                f"Run directory {run_dir} holds a run made with other settings ({listed}). Resuming would mix "
+                f"results; expected the same settings, or a new --run-dir for the new ones.")
+    return store, run_id, run_dir
+
+
+def _differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def sample_stage(cfg: RunConfig):
+    """Sample (once) into the run's store; returns (store, run_id)."""
+    store, run_id, run_dir = open_run(cfg)
+    if run_id is not None and store.load_samples(run_id):
+        print(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
+        return store, run_id
+    inputs = load_inputs(cfg)
+    started = time.time()
+    samples, n_dead = sample(cfg, inputs)
+    if run_id is None:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
+        store.create_run(run_id, run_dir.name, cfg, sae_fingerprint(inputs.sae), corpus_fingerprint(inputs.tokens_NL),
+                         versions())
+    store.save_samples(run_id, samples)
+    seconds = time.time() - started
+    print(f"Sampled {len(samples)} features over {inputs.tokens_NL.numel():,} tokens in {seconds:.0f}s "
+          f"({inputs.tokens_NL.numel() / seconds:,.0f} tok/s); {n_dead} dead features never chosen. Stored in {run_dir}.")
+    return store, run_id
+
+
+def run(cfg: RunConfig, retry_failed: bool = False) -> int:
+    """The main job. Returns the process exit status (0 even when some features failed: they are recorded)."""
+    from autointerp.scoring_stage import score_run
+
+    store, run_id = sample_stage(cfg)
+    summary = asyncio.run(score_run(store, run_id, cfg, retry_failed=retry_failed))
+    from autointerp.show import print_summary
+
+    print_summary(summary)
+    return 0
