@@ -33,6 +33,7 @@ class Inputs:
     sae: SparseAutoencoder
     model: object
     fit: FitReport
+    sae_fingerprint: str
     tokens_NL: torch.Tensor | None = None
     first_position: int = 1
     special_ids: list[int] | None = None
@@ -41,6 +42,7 @@ class Inputs:
 def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
     """SAE, subject model (checked to fit the SAE's hook) and, optionally, the tokenised corpus."""
     sae = load_sae(resolve_sae_path(cfg.sae))
+    fingerprint = sae_fingerprint(sae)  # before any dtype cast, so CPU and GPU runs agree
     model_name = cfg.model or sae.cfg.model_name
     if not model_name:
         raise InputError(expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json",
@@ -48,7 +50,7 @@ def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
     model = load_subject_model(model_name, cfg.device, cfg.dtype, sae.cfg.model_from_pretrained_kwargs)
     sae.to(device=model.cfg.device, dtype=model.cfg.dtype)
     fit = check_fit(sae, model)
-    inputs = Inputs(sae=sae, model=model, fit=fit, first_position=1 if sae.cfg.prepend_bos else 0,
+    inputs = Inputs(sae=sae, model=model, fit=fit, sae_fingerprint=fingerprint, first_position=1 if sae.cfg.prepend_bos else 0,
                     special_ids=special_token_ids(model.tokenizer))
     if with_corpus:
         context_size = cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE
@@ -59,6 +61,7 @@ def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
 
 
 def sae_fingerprint(sae: SparseAutoencoder) -> str:
+    """Identifies an SAE by its config and its weights' values (the first MiB of each, as float32)."""
     digest = hashlib.sha256(sae.cfg.model_dump_json(exclude={"path", "dtype"}).encode())
     for name in sorted(sae.weights):
         digest.update(sae.weights[name].float().cpu().numpy().tobytes()[:1 << 20])
@@ -127,9 +130,12 @@ def open_run(cfg: RunConfig, create: bool = True):
     if run_id is not None:
         import json
 
-        stored = json.loads(store.get_run(run_id)["results_key_json"])
-        wanted = cfg.results_key()
+        stored = store.get_run(run_id)["results_key"]
+        wanted = json.loads(json.dumps(cfg.results_key()))
         diffs = _differences(stored, wanted)
+        found = store.get_run(run_id)["sae_fingerprint"]
+        if found != sae_fingerprint(load_sae(resolve_sae_path(cfg.sae))):
+            diffs.append(("SAE weights", f"fingerprint {found}", "another SAE's"))
         if diffs:
             listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in diffs[:6])
             raise StoreError(
@@ -158,7 +164,7 @@ def sample_stage(cfg: RunConfig):
     samples, n_dead = sample(cfg, inputs)
     if run_id is None:
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
-        store.create_run(run_id, run_dir.name, cfg, sae_fingerprint(inputs.sae), corpus_fingerprint(inputs.tokens_NL),
+        store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL),
                          versions())
     store.save_samples(run_id, samples)
     seconds = time.time() - started
@@ -169,11 +175,9 @@ def sample_stage(cfg: RunConfig):
 
 def run(cfg: RunConfig, retry_failed: bool = False) -> int:
     """The main job. Returns the process exit status (0 even when some features failed: they are recorded)."""
-    from autointerp.scoring_stage import score_run
-
-    store, run_id = sample_stage(cfg)
-    summary = asyncio.run(score_run(store, run_id, cfg, retry_failed=retry_failed))
+    from autointerp.interpret import interpret_run
     from autointerp.show import print_summary
 
-    print_summary(summary)
+    store, run_id = sample_stage(cfg)
+    print_summary(asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed)))
     return 0

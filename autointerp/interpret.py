@@ -1,0 +1,160 @@
+"""The LLM stages of a run: explain every sampled feature, then simulate and score it, concurrently
+across features up to each backend's in-flight limit. Every feature's result is committed on its own,
+so an interrupted run resumes with the features still pending; a failure is recorded, never scored.
+
+Controls (on `scoring.controls_share` of the features, chosen with the seed): the same scoring windows
+simulated from (a) the baseline explanation (top tokens, no LLM) and (b) another feature's LLM
+explanation. `lift` = correlation - baseline-control correlation; `lift_other` likewise.
+"""
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from autointerp.config import RunConfig
+from autointerp.explain import CallRecord, LLMStageFailure, explain_feature
+from autointerp.llm.base import LLMBackend
+from autointerp.llm.spec import default_backend_spec, make_backend
+from autointerp.records import Explanation, FeatureSample, Simulation
+from autointerp.scoring import FeatureScores, score_feature
+from autointerp.simulate import simulate_feature
+
+
+def call_rows(calls: Sequence[CallRecord]) -> list[dict]:
+    """CallRecords as rows of the store's llm_calls table."""
+    return [
+        {
+            "backend": c.backend, "model": c.model, "status": "ok" if c.ok else "error", "attempts": c.attempts,
+            "latency_s": c.latency_s, "input_tokens": c.usage.input_tokens,
+            "cached_input_tokens": c.usage.cached_input_tokens, "cache_write_tokens": c.usage.cache_write_tokens,
+            "output_tokens": c.usage.output_tokens, "cost_usd": c.cost_usd, "error": c.error,
+        }
+        for c in calls
+    ]
+
+
+def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend, str]:
+    """(explainer, simulator, baseline, a sentence saying which backends and why)."""
+    if cfg.llm.explainer:
+        explainer_spec, why = cfg.llm.explainer, "as configured"
+    else:
+        explainer_spec, why = default_backend_spec()
+    simulator_spec = cfg.llm.simulator or explainer_spec
+    options = dict(max_in_flight=cfg.llm.max_in_flight, requests_per_minute=cfg.llm.requests_per_minute,
+                   tokens_per_minute=cfg.llm.tokens_per_minute, prices=cfg.llm.prices_file)
+    explainer = make_backend(explainer_spec, **options)
+    simulator = explainer if simulator_spec == explainer_spec else make_backend(simulator_spec, **options)
+    baseline = make_backend("baseline")
+    note = f"explainer {explainer.name}, simulator {simulator.name} ({why})"
+    if "baseline" in (explainer_spec, simulator_spec):
+        note += "; 'baseline' is the no-LLM control (top tokens), not an LLM"
+    return explainer, simulator, baseline, note
+
+
+def score_simulation(sample: FeatureSample, simulation: Simulation, cfg: RunConfig) -> FeatureScores:
+    windows = sample.split("score")
+    return score_feature(
+        [w.activations for w in windows], simulation.predictions, [w.group for w in windows],
+        [w.interval for w in windows], sample.stats.max_activation, rule=cfg.scoring.quantise_rule,
+        detection_threshold=cfg.scoring.detection_threshold,
+    )
+
+
+def control_partners(features: list[int], share: float, seed: int) -> dict[int, int]:
+    """feature -> the feature whose explanation serves as its 'other' control, for `share` of them."""
+    rng = random.Random(seed)
+    chosen = [f for f in features if rng.random() < share]
+    if len(features) < 2:
+        return {}
+    ordered = sorted(features)
+    return {f: ordered[(ordered.index(f) + 1) % len(ordered)] for f in chosen}
+
+
+class Tally:
+    """Running totals for the progress line."""
+
+    def __init__(self) -> None:
+        self.done = self.failed = self.tokens = 0
+        self.cost = 0.0
+
+    def add(self, calls: Sequence[CallRecord]) -> None:
+        for c in calls:
+            self.tokens += c.usage.input_tokens + c.usage.cached_input_tokens + c.usage.output_tokens
+            self.cost += c.cost_usd
+
+    def line(self) -> str:
+        return f"failed {self.failed}  tokens {self.tokens:,}  ${self.cost:.4f}"
+
+
+async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool = False) -> dict:
+    explainer, simulator, baseline, note = resolve_backends(cfg)
+    print(f"LLM stages: {note}.")
+    if retry_failed:
+        store.resolve_failures(run_id, list(store.failed_features(run_id)))
+    samples = {s.feature: s for s in store.load_samples(run_id)}
+    store.set_run_status(run_id, "scoring")
+    tally = Tally()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+
+    async def explain_one(feature: int, task) -> None:
+        sample = samples[feature]
+        try:
+            control, _ = await explain_feature(baseline, sample, cfg)
+            store.save_explanation(run_id, control, "baseline")
+            explanation, calls = await explain_feature(explainer, sample, cfg, simulator=simulator)
+            tally.add(calls)
+            store.save_explanation(run_id, explanation, "llm", calls=call_rows(calls))
+        except LLMStageFailure as failure:
+            tally.add(failure.calls)
+            tally.failed += 1
+            store.record_failure(run_id, feature, "explain", str(failure), calls=call_rows(failure.calls))
+        progress.update(task, advance=1, info=tally.line())
+
+    async def score_one(feature: int, explanations: dict[int, Explanation], controls: dict[int, Explanation],
+                        partners: dict[int, int], task) -> None:
+        sample = samples[feature]
+        windows = sample.split("score")
+        calls: list[CallRecord] = []
+        try:
+            simulation, made = await simulate_feature(simulator, explanations[feature].text, windows, feature, "llm", cfg)
+            calls += made
+            simulations = [simulation]
+            if feature in partners:
+                other = partners[feature]
+                jobs = []
+                if feature in controls:
+                    jobs.append((controls[feature].text, "baseline"))
+                if other in explanations:
+                    jobs.append((explanations[other].text, f"other:{other}"))
+                for text, source in jobs:
+                    try:
+                        control_sim, made = await simulate_feature(simulator, text, windows, feature, source, cfg)
+                        calls += made
+                        simulations.append(control_sim)
+                    except LLMStageFailure as failure:  # a failed control leaves the feature's own score intact
+                        calls += failure.calls
+            scores = {s.explanation_source: score_simulation(sample, s, cfg) for s in simulations}
+            store.save_scored(run_id, feature, simulations, scores, calls=call_rows(calls))
+            tally.done += 1
+        except LLMStageFailure as failure:
+            calls += failure.calls
+            tally.failed += 1
+            store.record_failure(run_id, feature, "simulate", str(failure), calls=call_rows(calls))
+        tally.add(calls)
+        progress.update(task, advance=1, info=tally.line())
+
+    with progress:
+        pending = store.pending_features(run_id, "explained")
+        task = progress.add_task("explaining", total=len(pending), info="")
+        await asyncio.gather(*(explain_one(f, task) for f in pending))
+        explanations = store.load_explanations(run_id)
+        controls = store.load_explanations(run_id, "baseline")
+        partners = control_partners(sorted(explanations), cfg.scoring.controls_share, cfg.selection.seed)
+        pending = [f for f in store.pending_features(run_id, "scored") if f in explanations]
+        task = progress.add_task("simulating + scoring", total=len(pending), info="")
+        await asyncio.gather(*(score_one(f, explanations, controls, partners, task) for f in pending))
+    store.set_run_status(run_id, "done")
+    return store.run_summary(run_id)
