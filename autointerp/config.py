@@ -71,4 +71,7 @@ class RunConfig(BaseModel):
         data = self.model_dump(exclude={"device", "dtype", "run_dir"})
         for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "prices_file"):
             data["llm"].pop(key)
+        for key in ("explainer", "simulator"):  # the same model served from another address is the same
+            if data["llm"][key]:
+                data["llm"][key] = data["llm"][key].split("@http")[0]
         return data

@@ -37,10 +37,7 @@ def call_rows(calls: Sequence[CallRecord]) -> list[dict]:
 
 def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend, str]:
     """(explainer, simulator, baseline, a sentence saying which backends and why)."""
-    if cfg.llm.explainer:
-        explainer_spec, why = cfg.llm.explainer, "as configured"
-    else:
-        explainer_spec, why = default_backend_spec()
+    explainer_spec, why = (cfg.llm.explainer, "as configured") if cfg.llm.explainer else default_backend_spec()
     simulator_spec = cfg.llm.simulator or explainer_spec
     options = dict(max_in_flight=cfg.llm.max_in_flight, requests_per_minute=cfg.llm.requests_per_minute,
                    tokens_per_minute=cfg.llm.tokens_per_minute, prices=cfg.llm.prices_file)

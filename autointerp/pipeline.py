@@ -132,7 +132,8 @@ def open_run(cfg: RunConfig, create: bool = True):
 
         stored = store.get_run(run_id)["results_key"]
         wanted = json.loads(json.dumps(cfg.results_key()))
-        diffs = _differences(stored, wanted)
+        # LLM settings left open by `autointerp sample` may be settled now; decided ones may not change.
+        diffs = [d for d in _differences(stored, wanted) if not (d[0].startswith("llm.") and d[1] is None)]
         found = store.get_run(run_id)["sae_fingerprint"]
         if found != sae_fingerprint(load_sae(resolve_sae_path(cfg.sae))):
             diffs.append(("SAE weights", f"fingerprint {found}", "another SAE's"))
@@ -141,6 +142,8 @@ def open_run(cfg: RunConfig, create: bool = True):
             raise StoreError(
                 f"Run directory {run_dir} holds a run made with other settings ({listed}). Resuming would mix "
                 f"results; expected the same settings, or a new --run-dir for the new ones.")
+        if stored != wanted:
+            store.update_run_config(run_id, cfg)
     return store, run_id, run_dir
 
 
@@ -176,8 +179,13 @@ def sample_stage(cfg: RunConfig):
 def run(cfg: RunConfig, retry_failed: bool = False) -> int:
     """The main job. Returns the process exit status (0 even when some features failed: they are recorded)."""
     from autointerp.interpret import interpret_run
+    from autointerp.llm.spec import default_backend_spec
     from autointerp.show import print_summary
 
+    if cfg.llm.explainer is None:  # settled before anything is stored, so the stored config says what ran
+        spec, why = default_backend_spec()
+        cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"explainer": spec})})
+        print(f"No --explainer given: using {spec} ({why}).")
     store, run_id = sample_stage(cfg)
     print_summary(asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed)))
     return 0

@@ -469,6 +469,18 @@ class RunStore:
             )
 
     @_guarded
+    def update_run_config(self, run_id: str, config: "RunConfig") -> None:
+        """Store a config that settles what the stored one left open (e.g. the LLM backends chosen after
+        `autointerp sample`). The caller checks that nothing already decided changes."""
+        self._writing()
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE runs SET config_json = ?, results_key_json = ?, updated_at = ? WHERE run_id = ?",
+                [self._redact({"c": config.model_dump_json()})["c"],
+                 json.dumps(config.results_key(), sort_keys=True), _now(), run_id],
+            )
+
+    @_guarded
     def set_run_status(self, run_id: str, status: RunStatus) -> None:
         if status not in get_args(RunStatus):
             raise ValueError(f"run status: found {status!r}; expected one of {get_args(RunStatus)}")

@@ -91,7 +91,9 @@ def format_baseline(tokens: Sequence[tuple[str, int]]) -> str:
 def parse_baseline(text: str) -> list[tuple[str, int]]:
     """The (token, level) pairs of a baseline explanation; ValueError for any other text."""
     if not text.startswith(BASELINE_LABEL):
-        raise ValueError(f"not a baseline explanation (expected it to start with {BASELINE_LABEL!r}): {text[:80]!r}")
+        raise ValueError(
+            f"not a baseline explanation (expected it to start with {BASELINE_LABEL!r}): {text[:80]!r}"
+        )
     rest = text[len(BASELINE_LABEL) :].strip()
     if rest == "none":
         return []
@@ -100,7 +102,9 @@ def parse_baseline(text: str) -> list[tuple[str, int]]:
     while pos < len(rest):
         match = _ITEM.match(rest, pos)
         if match is None:
-            raise ValueError(f"baseline explanation: cannot read the tokens from position {pos}: {rest[pos:pos + 40]!r}")
+            raise ValueError(
+                f"baseline explanation: cannot read the tokens from position {pos}: {rest[pos : pos + 40]!r}"
+            )
         level = int(match.group(2))
         if not 0 <= level <= 10:
             raise ValueError(f"baseline explanation: level {level} of {match.group(1)}; expected 0..10")

