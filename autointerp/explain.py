@@ -34,7 +34,6 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from autointerp.config import RunConfig
-from autointerp.llm import local_backend  # noqa: F401  (registers the "local" backend kind on import)
 from autointerp.llm.base import LLMBackend, LLMCallError, LLMRequest, LLMResponse, Message
 from autointerp.llm.baseline import BaselineBackend, baseline_explanation, baseline_input_hash
 from autointerp.prompts import excerpts_block, explain_fewshot, load_text, render_file, token_lines
@@ -384,9 +383,8 @@ def best_of_split(windows: Sequence[Window]) -> tuple[list[Window], list[Window]
     from the second on is held out, so the strongest window is always shown and both keep a spread."""
     ranked = sorted(range(len(windows)), key=lambda i: -windows[i].max_activation)
     held = set(ranked[1::BEST_OF_HOLDOUT_EVERY])
-    return [w for i, w in enumerate(windows) if i not in held], [
-        w for i, w in enumerate(windows) if i in held
-    ]
+    shown = [w for i, w in enumerate(windows) if i not in held]
+    return shown, [w for i, w in enumerate(windows) if i in held]
 
 
 async def _explain_best_of(

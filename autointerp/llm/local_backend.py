@@ -160,7 +160,10 @@ class _SlotScorer:
                 logits_to_keep=keep,
                 use_cache=False,
             )
-            logp = torch.log_softmax(out.logits[0].float(), dim=-1)[:, self.digit_ids]  # [2 * slots, 10]
+            logits = out.logits[0].float()  # [2 * slots, vocab]
+            logp = logits[:, self.digit_ids] - torch.logsumexp(
+                logits, dim=-1, keepdim=True
+            )  # [2 * slots, 10]
         k = len(slot_prefixes)
         first, after_one = logp[:k], logp[k:]
         p_ten = after_one[:, 0].exp().clamp(1e-12, 1 - 1e-12)  # P('0' | '1')
@@ -269,8 +272,13 @@ class LocalBackend(LLMBackend):
     async def _call(self, request: LLMRequest) -> LLMResponse:
         body = self.build_body(request)
         path = self.gguf_path
-        result = await asyncio.to_thread(lambda: generator(path).chat(body))
-        error = result.get("error") if isinstance(result, dict) else "not a dict"
+        try:
+            result = await asyncio.to_thread(lambda: generator(path).chat(body))
+        except (RuntimeError, ValueError, OSError) as exc:  # the model file could not be loaded or run
+            raise PermanentError(f"llama.cpp on {path.name}: {type(exc).__name__}: {exc}") from None
+        error = (
+            result.get("error") if isinstance(result, dict) else f"an answer of type {type(result).__name__}"
+        )
         if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
             message = error.get("message") if isinstance(error, dict) else str(error)
@@ -278,7 +286,10 @@ class LocalBackend(LLMBackend):
             if isinstance(code, int) and code >= 500:
                 raise TransientError(message, status=code)
             raise PermanentError(message, status=code if isinstance(code, int) else None)
-        return self._parse(result, request)
+        try:
+            return self._parse(result, request)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise PermanentError(f"llama.cpp: malformed answer ({type(exc).__name__}: {exc})") from None
 
     def _parse(self, result: dict[str, Any], request: LLMRequest) -> LLMResponse:
         choice = result["choices"][0]
@@ -326,7 +337,7 @@ class LocalBackend(LLMBackend):
                 tops, n_tokens = await asyncio.to_thread(
                     lambda: slot_scorer(path).score(messages, slot_prefixes)
                 )
-            except (ValueError, InputError, OSError) as exc:
+            except (ValueError, InputError, OSError, RuntimeError) as exc:  # too long, no model, torch failed
                 self.n_failed += 1
                 raise LLMCallError(self.name, None, str(exc), 1) from None
             latency = time.monotonic() - started

@@ -167,6 +167,11 @@ def default_backend_spec(env: Mapping[str, str] | None = None) -> tuple[str, str
         )
     reason = (
         "neither ANTHROPIC_API_KEY nor OPENAI_API_KEY is set, so the small local model runs offline "
-        "(fine for trying the pipeline; its explanations are poor). Set a key or pass --backend for real runs"
+        "(fine for trying the pipeline; its explanations are poor). Set a key or pass --explainer for real runs"
     )
     return "local", reason
+
+
+# The in-process kinds register themselves when imported; importing them here makes every kind known
+# wherever a spec is parsed. At the end of the module because they import BACKENDS from it.
+from autointerp.llm import baseline, local_backend  # noqa: E402, F401

@@ -1,0 +1,340 @@
+"""The explainer: token layout, quantisation, escaping, answer parsing, the golden prompt, the baseline,
+and explain_feature against the real Anthropic SDK talking to a loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import pytest
+from golden.golden_helpers import (
+    assert_golden,
+    golden_explain_windows,
+    make_sample,
+    make_window,
+    render_request,
+)
+from loopback_llm import LoopbackServer, start_loopback
+
+from autointerp.config import RunConfig
+from autointerp.explain import (
+    EXPLAIN_ATTEMPTS,
+    MAX_EXPLANATION_CHARS,
+    ExplanationFailure,
+    best_of_split,
+    build_explain_request,
+    excerpt_lines,
+    explain_feature,
+    explain_prompt_hash,
+    explain_shared_prefix,
+    parse_explanation,
+)
+from autointerp.llm import make_backend
+from autointerp.llm.baseline import (
+    BASELINE_LABEL,
+    baseline_explanation,
+    baseline_simulation,
+    format_baseline,
+    parse_baseline,
+    top_tokens,
+)
+from autointerp.prompts import escape_token, explain_fewshot, render, token_lines
+
+
+@pytest.fixture(autouse=True)
+def _no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+
+
+def cfg(**llm) -> RunConfig:
+    return RunConfig(sae="demo", llm=llm)
+
+
+def anthropic_backend(server: LoopbackServer):
+    return make_backend(
+        f"anthropic:claude-haiku-4-5@{server.url}", max_attempts=1, timeout_s=10.0, retry_initial_wait_s=0.01
+    )
+
+
+# ------------------------------------------------------------------------------------------- layout
+@pytest.mark.parametrize(
+    ("token", "shown"),
+    [
+        (" the", " the"),
+        ("\n", "↵"),
+        ("\n\n", "↵↵"),
+        ("\t", "⇥"),
+        ("\r\n", "␍↵"),
+        ("   ", "␣␣␣"),
+        ("", "∅"),
+        ("a\x00b", "a\\x00b"),
+        ("end\n", "end↵"),
+        (" ↵", " ↵"),
+    ],
+)
+def test_escape_token_keeps_every_token_on_one_visible_line(token: str, shown: str) -> None:
+    assert escape_token(token) == shown
+    assert "\n" not in escape_token(token) and "\t" not in escape_token(token)
+
+
+def test_excerpt_lines_quantise_against_the_feature_max_with_the_rule() -> None:
+    window = make_window(["a", " b", " c", " d", " e", "\n"], [0.0, 0.5, 2.0, 3.99, 4.0, -1.0])
+    assert excerpt_lines(window, 4.0, "floor") == "a\t0\n b\t1\n c\t5\n d\t9\n e\t10\n↵\t0"
+    assert excerpt_lines(window, 4.0, "ceil") == "a\t0\n b\t2\n c\t5\n d\t10\n e\t10\n↵\t0"
+    # the feature's max, not the window's: a weaker window never reaches 10
+    assert excerpt_lines(window, 8.0, "floor").split("\n")[4] == " e\t5"
+
+
+def test_token_lines_layouts() -> None:
+    assert token_lines(["x", "\n"]) == "x\n↵"
+    assert token_lines(["x", "\n"], [3, 0]) == "x\t3\n↵\t0"
+    assert token_lines(["x", "\n"], numbered=True) == "1\tx\n2\t↵"
+    with pytest.raises(ValueError, match="2 tokens but 1 values"):
+        token_lines(["x", "y"], [1])
+
+
+def test_render_fills_every_placeholder_and_nothing_else() -> None:
+    assert render("a {{x}} b {{y}}", x="1", y="{{x}}") == "a 1 b {{x}}"
+    with pytest.raises(ValueError, match="differ"):
+        render("a {{x}}", x="1", y="2")
+    with pytest.raises(ValueError, match="differ"):
+        render("a {{x}} {{y}}", x="1")
+
+
+def test_fewshot_data_has_three_examples_with_levels_in_range() -> None:
+    examples = explain_fewshot()
+    assert len(examples) == 3
+    for example in examples:
+        assert example.explanation and all(0 <= v <= 10 for e in example.excerpts for v in e.levels)
+        assert any(v == 10 for e in example.excerpts for v in e.levels)
+
+
+# ------------------------------------------------------------------------------------------- request
+def test_explain_request_matches_golden() -> None:
+    windows = golden_explain_windows()
+    request = build_explain_request(windows, 4.0, "floor", max_tokens=120)
+    assert_golden("explain_request.txt", render_request(request))
+
+
+def test_system_and_prefix_are_byte_identical_across_features() -> None:
+    a = build_explain_request(golden_explain_windows(), 4.0, "floor")
+    b = build_explain_request([make_window(["x", " y"], [1.0, 0.0], feature=99)], 1.0, "ceil")
+    assert (a.system, a.prefix) == (b.system, b.prefix) == explain_shared_prefix()
+    assert a.messages != b.messages
+    assert len(a.prefix) == 6 and [m.role for m in a.prefix] == ["user", "assistant"] * 3
+
+
+def test_prompt_hash_covers_the_request_and_the_rule() -> None:
+    # levels that are exact multiples quantise the same under both rules: same text, different hash
+    windows = [make_window(["a", " b"], [0.0, 2.0])]
+    floor = build_explain_request(windows, 4.0, "floor")
+    ceil = build_explain_request(windows, 4.0, "ceil")
+    assert floor == ceil
+    assert explain_prompt_hash(floor, "floor") != explain_prompt_hash(ceil, "ceil")
+    other = build_explain_request([make_window(["a", " b"], [0.0, 3.0])], 4.0, "floor")
+    assert explain_prompt_hash(other, "floor") != explain_prompt_hash(floor, "floor")
+    assert re.fullmatch(r"[0-9a-f]{64}", explain_prompt_hash(floor, "floor"))
+
+
+# ------------------------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    ("answer", "parsed"),
+    [
+        ("Explanation: the word dog", "the word dog"),
+        ("Explanation: the word dog.", "the word dog"),
+        ('**Explanation:** the word "dog" in pet stories.', 'the word "dog" in pet stories'),
+        ("Sure! Here it is.\nExplanation: closing brackets\nThey end calls.", "closing brackets"),
+        ('"closing brackets in code"', "closing brackets in code"),
+        ("“words about money”", "words about money"),
+        ("<think>it is about cash</think>\nExplanation: money words", "money words"),
+        ("Explanation:\n   words about money  ", "words about money"),
+        ("- Explanation: `)` after an argument list", ") after an argument list"),
+        ("Explanation: money words. The feature also fires on prices.", "money words"),
+        ("EXPLANATION: Money words", "Money words"),
+        ("explanation :  ' the' after on/in/at", "' the' after on/in/at"),
+        ("The word dog, e.g. in pet stories", "The word dog, e.g. in pet stories"),
+    ],
+)
+def test_parse_explanation_reads_messy_answers(answer: str, parsed: str) -> None:
+    assert parse_explanation(answer) == parsed
+
+
+def test_parse_explanation_caps_length_at_a_word() -> None:
+    text = parse_explanation("Explanation: " + "word " * 100)
+    assert len(text) <= MAX_EXPLANATION_CHARS and text.endswith("word")
+
+
+@pytest.mark.parametrize(
+    "answer", ["", "   \n  ", "Explanation:", "**Explanation:**", '""', "<think>x</think>"]
+)
+def test_parse_explanation_rejects_empty_answers(answer: str) -> None:
+    with pytest.raises(ValueError):
+        parse_explanation(answer)
+
+
+# ------------------------------------------------------------------------------------------- baseline
+def baseline_windows():
+    return [
+        make_window(["The", " king", " and", " the", " lord", "\n"], [0, 8.0, 0, 0.5, 6.0, 0]),
+        make_window(["A", " king", "'s", " Duke", " said"], [0, 10.0, 1.0, 5.0, 0]),
+        make_window([" the", " queen", " and", " a", " king"], [0, 0, 0, 0, 6.0]),
+    ]
+
+
+def test_baseline_explanation_ranks_tokens_by_mean_activation_and_is_labelled() -> None:
+    windows = baseline_windows()
+    text = baseline_explanation(windows, 10.0, "floor")
+    assert text == f"{BASELINE_LABEL} ' king' (8), ' lord' (6), ' Duke' (5), \"'s\" (1), ' the' (1)"
+    assert baseline_explanation(list(windows), 10.0, "floor") == text  # deterministic
+    assert top_tokens(windows, 10.0, "floor", n=2) == [(" king", 8), (" lord", 6)]
+
+
+def test_baseline_text_round_trips_any_token() -> None:
+    pairs = [("\n", 3), ("it's", 7), ('say "hi"', 1), (" ", 10), ("back\\slash", 2)]
+    assert parse_baseline(format_baseline(pairs)) == pairs
+    assert parse_baseline(format_baseline([])) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["the word dog", f"{BASELINE_LABEL} ' king' 8", f"{BASELINE_LABEL} ' king' (11)", f"{BASELINE_LABEL}"],
+)
+def test_parse_baseline_rejects_other_text(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_baseline(text)
+
+
+def test_baseline_simulation_gives_listed_tokens_their_level() -> None:
+    text = baseline_explanation(baseline_windows(), 10.0, "floor")
+    held = [make_window(["My", " king", " lord", " King"], [0, 0, 0, 0], split="score")]
+    assert baseline_simulation(text, held) == [[0.0, 8.0, 6.0, 0.0]]
+
+
+def test_explain_feature_with_the_baseline_backend_makes_no_call() -> None:
+    sample = make_sample(baseline_windows())
+    backend = make_backend("baseline")
+    explanation, calls = asyncio.run(explain_feature(backend, sample, cfg()))
+    assert calls == [] and backend.n_calls == 0
+    assert explanation.text.startswith(BASELINE_LABEL) and explanation.backend == "baseline"
+    again, _ = asyncio.run(explain_feature(backend, sample, cfg()))
+    assert again == explanation
+
+
+def test_a_feature_that_never_fires_is_an_explanation_failure() -> None:
+    sample = make_sample([make_window(["a", " b"], [0.0, 0.0])], max_activation=0.0)
+    with pytest.raises(ExplanationFailure, match="fires on no token"):
+        asyncio.run(explain_feature(make_backend("baseline"), sample, cfg()))
+
+
+# ------------------------------------------------------------------------------------------- with an LLM
+@pytest.fixture
+def scripted() -> Iterator[tuple[LoopbackServer, list[str]]]:
+    answers: list[str] = []
+    server = start_loopback(responder=lambda kind, body: answers.pop(0))
+    yield server, answers
+    server.stop()
+
+
+def test_explain_feature_parses_the_answer_and_records_the_call(scripted) -> None:
+    server, answers = scripted
+    answers.append("Sure.\n**Explanation:** the word dog, mostly as a pet.\nMore text.")
+    sample = make_sample(golden_explain_windows())
+    explanation, calls = asyncio.run(explain_feature(anthropic_backend(server), sample, cfg()))
+    assert explanation.text == "the word dog, mostly as a pet"
+    assert explanation.raw_completion.startswith("Sure.")
+    assert explanation.backend == "anthropic:claude-haiku-4-5@" + server.url
+    request = build_explain_request(golden_explain_windows(), 4.0, "floor", max_tokens=120)
+    assert explanation.prompt_hash == explain_prompt_hash(request, "floor")
+    assert len(calls) == 1 and calls[0].ok and calls[0].usage.output_tokens > 0
+    assert explanation.usage == calls[0].usage
+    body = server.requests[0].body
+    assert body["messages"][-1]["content"] == request.messages[-1].content
+
+
+def test_unreadable_answer_is_asked_again_with_the_error(scripted) -> None:
+    server, answers = scripted
+    answers += ["", "Explanation: closing brackets"]
+    explanation, calls = asyncio.run(
+        explain_feature(anthropic_backend(server), make_sample(golden_explain_windows()), cfg())
+    )
+    assert explanation.text == "closing brackets"
+    assert [c.ok for c in calls] == [False, True] and "empty" in (calls[0].error or "")
+    retry = server.requests[1].body["messages"]
+    assert retry[-2]["role"] == "assistant" and "could not be used" in retry[-1]["content"]
+
+
+def test_explanation_failure_after_every_answer_is_unreadable(scripted) -> None:
+    server, answers = scripted
+    answers += ["   "] * EXPLAIN_ATTEMPTS
+    with pytest.raises(ExplanationFailure) as info:
+        asyncio.run(explain_feature(anthropic_backend(server), make_sample(golden_explain_windows()), cfg()))
+    assert len(info.value.calls) == EXPLAIN_ATTEMPTS and not any(c.ok for c in info.value.calls)
+
+
+def test_a_failed_call_is_an_explanation_failure_with_its_record() -> None:
+    server = start_loopback(faults=["401"])
+    try:
+        with pytest.raises(ExplanationFailure, match="401") as info:
+            asyncio.run(
+                explain_feature(anthropic_backend(server), make_sample(golden_explain_windows()), cfg())
+            )
+    finally:
+        server.stop()
+    assert (
+        len(info.value.calls) == 1 and info.value.calls[0].error and info.value.calls[0].response_text is None
+    )
+
+
+# ------------------------------------------------------------------------------------------- best of n
+def _simulating_responder(candidates: list[str]):
+    """Explain requests get the next candidate; simulate requests mark every token the explanation names."""
+
+    def respond(kind: str, body: dict) -> str:
+        system = body["system"][0]["text"] if isinstance(body["system"], list) else body["system"]
+        user = body["messages"][-1]["content"]
+        if "Explanation:" not in system and "Activations:" not in system:
+            raise AssertionError("unexpected request")
+        if "Activations:" not in system:
+            return candidates.pop(0)
+        named = user.split("\n", 1)[0].removeprefix("Explanation: ").split()[-1]
+        items = []
+        for block in user.split("Excerpt ")[1:]:
+            number = int(block.split(":", 1)[0])
+            for line in block.split("\n")[1:]:
+                if "\t" in line:
+                    index, token = line.split("\t", 1)
+                    if token.strip() == named:
+                        items.append(f"{number}:{index}=9")
+        return "Activations: " + (", ".join(items) or "none")
+
+    return respond
+
+
+def test_best_of_keeps_the_candidate_that_simulates_best() -> None:
+    windows = [
+        make_window(["the", " dog", " ran"], [0, 5.0, 0], context_id=0),
+        make_window(["a", " dog", " sat"], [0, 4.0, 0], context_id=1),
+        make_window(["my", " dog", " ate"], [0, 3.0, 0], context_id=2),
+        make_window(["one", " cat", " hid"], [0, 0.0, 0], context_id=3),
+    ]
+    assert best_of_split(windows)[1] == [windows[1]]  # the second strongest is held out
+    server = start_loopback(responder=_simulating_responder(["Explanation: cat", "Explanation: dog"]))
+    try:
+        backend = anthropic_backend(server)
+        explanation, calls = asyncio.run(explain_feature(backend, make_sample(windows), cfg(best_of=2)))
+    finally:
+        server.stop()
+    assert explanation.text == "dog"
+    stages = sorted((c.stage, c.detail.get("candidate")) for c in calls)
+    assert stages == [("explain", 0), ("explain", 1), ("simulate", 0), ("simulate", 1)]
+    assert explanation.usage.output_tokens == sum(c.usage.output_tokens for c in calls)
+    shown = server.requests[0].body["messages"][-1]["content"]
+    assert " sat" not in shown and " ran" in shown  # the held-out window is not shown to the explainer
