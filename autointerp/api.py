@@ -37,8 +37,13 @@ class ForeignSAE:
         hook = hook_name or getattr(metadata, "hook_name", None) or getattr(cfg, "hook_name", None)
         d_sae = getattr(cfg, "d_sae", None)
         if not hook or not d_sae or not callable(getattr(sae, "encode", None)):
-            raise InputError(expected("score_checkpoint sae", type(sae).__name__,
-                                      "an autointerp SparseAutoencoder or an object with encode(x), cfg.d_sae and a hook name"))
+            raise InputError(
+                expected(
+                    "score_checkpoint sae",
+                    type(sae).__name__,
+                    "an autointerp SparseAutoencoder or an object with encode(x), cfg.d_sae and a hook name",
+                )
+            )
         self.inner = sae
         self.cfg = type("Cfg", (), {"hook_name": hook, "d_sae": int(d_sae), "prepend_bos": True})()
         self.log10_density = None
@@ -97,9 +102,14 @@ def score_checkpoint(
         spec = corpus if isinstance(corpus, CorpusSpec) else CorpusSpec(source=str(corpus))
         tokens = tokenise_corpus(spec, model.tokenizer, context_size, prepend_bos, max_tokens=n_tokens)
     sampler = sampler or SamplerConfig(n_tokens=n_tokens, context_size=tokens.shape[1], seed=seed)
-    cfg = RunConfig(sae=f"<in memory: {type(sae).__name__}>", model=model.cfg.model_name, corpus=spec,
-                    sampler=sampler, selection=SelectionConfig(n_features=n_features, seed=seed),
-                    llm=LLMConfig(explainer=explainer, simulator=simulator))
+    cfg = RunConfig(
+        sae=f"<in memory: {type(sae).__name__}>",
+        model=model.cfg.model_name,
+        corpus=spec,
+        sampler=sampler,
+        selection=SelectionConfig(n_features=n_features, seed=seed),
+        llm=LLMConfig(explainer=explainer, simulator=simulator),
+    )
     special = special_token_ids(model.tokenizer) if model.tokenizer is not None else []
     first = 1 if prepend_bos else 0
     density = getattr(wrapped, "log10_density", None)
@@ -112,7 +122,8 @@ def score_checkpoint(
     store = RunStore.open(Path(db), create=True)
     run_id = f"{training_run}-step{step}-{time.strftime('%Y%m%d%H%M%S')}"
     corpus_print = hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()[:16]
-    store.create_run(run_id, training_run, cfg, _fingerprint(sae), corpus_print, versions(),
-                     training_run=training_run, step=step)
+    store.create_run(
+        run_id, training_run, cfg, _fingerprint(sae), corpus_print, versions(), training_run=training_run, step=step
+    )
     store.save_samples(run_id, samples)
     return asyncio.run(interpret_run(store, run_id, cfg))

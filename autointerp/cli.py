@@ -66,7 +66,9 @@ def build_config(args: argparse.Namespace):
     if getattr(args, "stratify", False):
         _set_dotted(data, "selection.stratify_by_density", True)
     if "sae" not in data:
-        raise InputError("No SAE given: expected --sae PATH (or --sae demo for the built-in one) or `sae = ...` in a job file.")
+        raise InputError(
+            "No SAE given: expected --sae PATH (or --sae demo for the built-in one) or `sae = ...` in a job file."
+        )
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -88,7 +90,9 @@ def cmd_info(args) -> int:
     inputs = load_inputs(cfg, with_corpus=False)
     report = inputs.fit
     print(f"SAE            {inputs.sae.cfg.path}")
-    print(f"architecture   {report.architecture}" + (f" (k={report.k})" if report.k else "") + f", {report.layout} layout")
+    print(
+        f"architecture   {report.architecture}" + (f" (k={report.k})" if report.k else "") + f", {report.layout} layout"
+    )
     print(f"d_in x d_sae   {report.d_in} x {report.d_sae}")
     print(f"hook           {report.hook_name}  (width {report.d_in}: fits)")
     print(f"model          {report.model_name} on {report.device}, {report.model_dtype}; SAE dtype {report.sae_dtype}")
@@ -166,8 +170,10 @@ def parser() -> argparse.ArgumentParser:
     add_run_flags(info, ("--sae", "--model", "--device", "--dtype"))
     info.set_defaults(func=cmd_info)
 
-    for name, func, helptext in (("sample", cmd_sample, "sampling stage only: contexts and statistics into the run's store"),
-                                 ("run", cmd_run, "sample, explain, simulate and score; resumable")):
+    for name, func, helptext in (
+        ("sample", cmd_sample, "sampling stage only: contexts and statistics into the run's store"),
+        ("run", cmd_run, "sample, explain, simulate and score; resumable"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--job", help="TOML job file (flags override it)")
         add_run_flags(p)
@@ -202,7 +208,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         code = args.func(args)
@@ -212,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autointerp: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("autointerp: interrupted; finished work is stored, run the same command again to resume.", file=sys.stderr)
+        print(
+            "autointerp: interrupted; finished work is stored, run the same command again to resume.", file=sys.stderr
+        )
         return 130
     return code or 0
 

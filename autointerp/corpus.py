@@ -52,14 +52,22 @@ def _read_utf8(path: Path) -> str:
             expected(f"Corpus file {path}", f"bytes that are not UTF-8 at offset {err.start}", "UTF-8 text")
         ) from err
     except OSError as err:
-        raise InputError(expected(f"Corpus file {path}", f"an unreadable file ({err.strerror})", "a readable file")) from err
+        raise InputError(
+            expected(f"Corpus file {path}", f"an unreadable file ({err.strerror})", "a readable file")
+        ) from err
 
 
 def _field(record: dict, field: str, where: str) -> str:
     if field not in record:
         keys = ", ".join(sorted(map(str, record))[:12])
-        raise InputError(expected(where, f"no field {field!r} (fields: {keys})", f"a text field named {field!r}",
-                                  "Pass --text-field NAME."))
+        raise InputError(
+            expected(
+                where,
+                f"no field {field!r} (fields: {keys})",
+                f"a text field named {field!r}",
+                "Pass --text-field NAME.",
+            )
+        )
     value = record[field]
     if not isinstance(value, str):
         raise InputError(expected(f"{where} field {field!r}", type(value).__name__, "a string"))
@@ -73,7 +81,9 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InputError(expected(f"{path} line {number}", f"invalid JSON ({err.msg})", "one JSON object per line")) from err
+            raise InputError(
+                expected(f"{path} line {number}", f"invalid JSON ({err.msg})", "one JSON object per line")
+            ) from err
         if not isinstance(record, dict):
             raise InputError(expected(f"{path} line {number}", type(record).__name__, "a JSON object"))
         yield _field(record, field, f"{path} line {number}")
@@ -81,8 +91,11 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
 
 def _iter_dataset(dataset, field: str, where: str) -> Iterator[str]:
     if field not in dataset.column_names:
-        raise InputError(expected(where, f"columns {dataset.column_names}", f"a text column named {field!r}",
-                                  "Pass --text-field NAME."))
+        raise InputError(
+            expected(
+                where, f"columns {dataset.column_names}", f"a text column named {field!r}", "Pass --text-field NAME."
+            )
+        )
     for value in dataset[field]:
         if isinstance(value, str):
             yield value
@@ -94,7 +107,9 @@ def _load_saved_dataset(path: Path):
     try:
         data = load_from_disk(str(path))
     except Exception as err:  # datasets raises several types for a folder it cannot read
-        raise InputError(expected(f"Dataset folder {path}", f"unreadable ({err})", "a folder written by save_to_disk")) from err
+        raise InputError(
+            expected(f"Dataset folder {path}", f"unreadable ({err})", "a folder written by save_to_disk")
+        ) from err
     if isinstance(data, DatasetDict):
         split = "train" if "train" in data else next(iter(data))
         data = data[split]
@@ -110,15 +125,22 @@ def iter_documents(spec: CorpusSpec) -> Iterator[str]:
         return
     path = Path(spec.source).expanduser()
     if not path.exists():
-        raise InputError(expected(f"Corpus {spec.source!r}", "no such file or folder",
-                                  f"a text/JSONL/parquet file, a folder, or a built-in name ({', '.join(BUILTIN_CORPORA)})"))
+        raise InputError(
+            expected(
+                f"Corpus {spec.source!r}",
+                "no such file or folder",
+                f"a text/JSONL/parquet file, a folder, or a built-in name ({', '.join(BUILTIN_CORPORA)})",
+            )
+        )
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             yield from _iter_dataset(_load_saved_dataset(path), spec.text_field, f"Dataset {path}")
             return
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
         if not files:
-            raise InputError(expected(f"Corpus folder {path}", "no text files", f"files ending in {sorted(TEXT_SUFFIXES)}"))
+            raise InputError(
+                expected(f"Corpus folder {path}", "no text files", f"files ending in {sorted(TEXT_SUFFIXES)}")
+            )
         for file in files:
             yield _read_utf8(file)
     elif path.suffix.lower() == ".jsonl":
@@ -160,8 +182,14 @@ def tokenise_corpus(
     if max_tokens is not None:
         n_contexts = min(n_contexts, max(1, max_tokens // context_size))
     if n_contexts == 0:
-        raise InputError(expected(f"Corpus {spec.source!r}", f"{len(stream)} tokens",
-                                  f"at least one context of {context_size} tokens", "Use a larger corpus or a smaller --context-size."))
+        raise InputError(
+            expected(
+                f"Corpus {spec.source!r}",
+                f"{len(stream)} tokens",
+                f"at least one context of {context_size} tokens",
+                "Use a larger corpus or a smaller --context-size.",
+            )
+        )
     body_NL = torch.from_numpy(np.asarray(stream[: n_contexts * body], dtype=np.int64)).view(n_contexts, body)
     if not prepend_bos:
         return body_NL

@@ -62,9 +62,7 @@ class CallRecord(BaseModel):
     feature: int
     backend: str = Field(description="backend spec, e.g. 'anthropic:claude-haiku-5-5', 'local'")
     prompt_hash: str = Field(description="sha256 of the request JSON (LLMRequest.prompt_hash)")
-    ok: bool = Field(
-        description="True if the answer was used; False for an unreadable answer or a failed call"
-    )
+    ok: bool = Field(description="True if the answer was used; False for an unreadable answer or a failed call")
     response_text: str | None = Field(default=None, description="the raw answer; None if the call failed")
     error: str | None = Field(default=None, description="why the answer was not used, or why the call failed")
     usage: Usage = Field(default_factory=Usage)
@@ -72,9 +70,7 @@ class CallRecord(BaseModel):
     latency_s: float = Field(default=0.0, description="seconds of the successful HTTP attempt")
     attempts: int = Field(default=1, description="HTTP tries of this call (transient errors retried)")
     model: str | None = Field(default=None, description="model name the server reported")
-    detail: dict[str, Any] = Field(
-        default_factory=dict, description="stage specifics: mode, shuffle order, candidate"
-    )
+    detail: dict[str, Any] = Field(default_factory=dict, description="stage specifics: mode, shuffle order, candidate")
 
 
 class LLMStageFailure(Exception):
@@ -174,9 +170,7 @@ async def ask_until_valid(
         try:
             value = parse(response)
         except ValueError as exc:
-            calls.append(
-                record_call(stage, feature, backend, current, response, error=str(exc), detail=detail)
-            )
+            calls.append(record_call(stage, feature, backend, current, response, error=str(exc), detail=detail))
             answer = (current.assistant_prefill or "") + response.text
             current = current.model_copy(
                 update={
@@ -213,9 +207,7 @@ def explain_shared_prefix() -> tuple[str, tuple[Message, ...]]:
     prefix: list[Message] = []
     for example in explain_fewshot():
         blocks = [token_lines(excerpt.tokens, excerpt.levels) for excerpt in example.excerpts]
-        prefix.append(
-            Message(role="user", content=render_file("explain_user.md", excerpts=excerpts_block(blocks)))
-        )
+        prefix.append(Message(role="user", content=render_file("explain_user.md", excerpts=excerpts_block(blocks))))
         prefix.append(Message(role="assistant", content=f"{EXPLANATION_PREFIX} {example.explanation}"))
     return load_text("explain_system.md"), tuple(prefix)
 
@@ -266,12 +258,7 @@ def _clean(text: str) -> str:
     text = _BULLET.sub("", text.strip())
     text = " ".join(text.split())
     for _ in range(2):  # "'...'" inside "\"...\"" happens
-        if (
-            len(text) >= 2
-            and text[0] in _QUOTES
-            and text[-1] == _QUOTES[text[0]]
-            and text[0] not in text[1:-1]
-        ):
+        if len(text) >= 2 and text[0] in _QUOTES and text[-1] == _QUOTES[text[0]] and text[0] not in text[1:-1]:
             text = text[1:-1].strip()
     return text
 
@@ -301,9 +288,7 @@ def parse_explanation(text: str) -> str:
         chosen = cut[: cut.rfind(" ")] if " " in cut else cut
     chosen = chosen.rstrip(" .;:,").strip()
     if not chosen:
-        raise ValueError(
-            f'no explanation found in the answer; expected one line "{EXPLANATION_PREFIX} <pattern>"'
-        )
+        raise ValueError(f'no explanation found in the answer; expected one line "{EXPLANATION_PREFIX} <pattern>"')
     return chosen
 
 
@@ -338,7 +323,8 @@ async def explain_feature(
     max_act = feature_max(sample, windows)
     if max_act <= 0 or all(w.max_activation <= 0 for w in windows):
         raise ExplanationFailure(
-            f"explain: feature {feature} fires on no token of its {len(windows)} explanation windows; nothing to explain"
+            f"explain: feature {feature} fires on no token of its {len(windows)} explanation windows; "
+            "nothing to explain"
         )
     rule = cfg.scoring.quantise_rule
     if isinstance(backend, BaselineBackend):

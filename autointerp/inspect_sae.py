@@ -42,14 +42,25 @@ def check_fit(sae: SparseAutoencoder, model) -> FitReport:
         raise InputError(expected(f"SAE {sae.cfg.path} cfg.json key 'hook_name'", "nothing", "the hook the SAE reads"))
     width = hook_width(model, sae.cfg.hook_name)
     if width != sae.cfg.d_in:
-        raise InputError(expected(
-            f"SAE {sae.cfg.path}: d_in", f"{sae.cfg.d_in}",
-            f"the width of hook {sae.cfg.hook_name!r} in model {model.cfg.model_name!r}, which is {width}",
-            "Is this SAE for another model? Pass --model with the model it was trained on."))
+        raise InputError(
+            expected(
+                f"SAE {sae.cfg.path}: d_in",
+                f"{sae.cfg.d_in}",
+                f"the width of hook {sae.cfg.hook_name!r} in model {model.cfg.model_name!r}, which is {width}",
+                "Is this SAE for another model? Pass --model with the model it was trained on.",
+            )
+        )
     density = density_summary(sae)
     return FitReport(
-        architecture=sae.cfg.architecture, d_in=sae.cfg.d_in, d_sae=sae.cfg.d_sae, hook_name=sae.cfg.hook_name,
-        model_name=model.cfg.model_name, sae_dtype=sae.cfg.dtype, model_dtype=str(model.cfg.dtype).removeprefix("torch."),
-        device=str(model.cfg.device), layout=sae.cfg.layout, k=sae.cfg.k,
+        architecture=sae.cfg.architecture,
+        d_in=sae.cfg.d_in,
+        d_sae=sae.cfg.d_sae,
+        hook_name=sae.cfg.hook_name,
+        model_name=model.cfg.model_name,
+        sae_dtype=sae.cfg.dtype,
+        model_dtype=str(model.cfg.dtype).removeprefix("torch."),
+        device=str(model.cfg.device),
+        layout=sae.cfg.layout,
+        k=sae.cfg.k,
         density={k: v for k, v in density.items() if not math.isnan(v)} if density else None,
     )

@@ -11,7 +11,14 @@ import asyncio
 import random
 from collections.abc import Sequence
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from autointerp.config import RunConfig
 from autointerp.explain import CallRecord, LLMStageFailure, explain_feature
@@ -26,10 +33,17 @@ def call_rows(calls: Sequence[CallRecord]) -> list[dict]:
     """CallRecords as rows of the store's llm_calls table."""
     return [
         {
-            "backend": c.backend, "model": c.model, "status": "ok" if c.ok else "error", "attempts": c.attempts,
-            "latency_s": c.latency_s, "input_tokens": c.usage.input_tokens,
-            "cached_input_tokens": c.usage.cached_input_tokens, "cache_write_tokens": c.usage.cache_write_tokens,
-            "output_tokens": c.usage.output_tokens, "cost_usd": c.cost_usd, "error": c.error,
+            "backend": c.backend,
+            "model": c.model,
+            "status": "ok" if c.ok else "error",
+            "attempts": c.attempts,
+            "latency_s": c.latency_s,
+            "input_tokens": c.usage.input_tokens,
+            "cached_input_tokens": c.usage.cached_input_tokens,
+            "cache_write_tokens": c.usage.cache_write_tokens,
+            "output_tokens": c.usage.output_tokens,
+            "cost_usd": c.cost_usd,
+            "error": c.error,
         }
         for c in calls
     ]
@@ -39,8 +53,12 @@ def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend
     """(explainer, simulator, baseline, a sentence saying which backends and why)."""
     explainer_spec, why = (cfg.llm.explainer, "as configured") if cfg.llm.explainer else default_backend_spec()
     simulator_spec = cfg.llm.simulator or explainer_spec
-    options = dict(max_in_flight=cfg.llm.max_in_flight, requests_per_minute=cfg.llm.requests_per_minute,
-                   tokens_per_minute=cfg.llm.tokens_per_minute, prices=cfg.llm.prices_file)
+    options = dict(
+        max_in_flight=cfg.llm.max_in_flight,
+        requests_per_minute=cfg.llm.requests_per_minute,
+        tokens_per_minute=cfg.llm.tokens_per_minute,
+        prices=cfg.llm.prices_file,
+    )
     explainer = make_backend(explainer_spec, **options)
     simulator = explainer if simulator_spec == explainer_spec else make_backend(simulator_spec, **options)
     baseline = make_backend("baseline")
@@ -53,8 +71,12 @@ def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend
 def score_simulation(sample: FeatureSample, simulation: Simulation, cfg: RunConfig) -> FeatureScores:
     windows = sample.split("score")
     return score_feature(
-        [w.activations for w in windows], simulation.predictions, [w.group for w in windows],
-        [w.interval for w in windows], sample.stats.max_activation, rule=cfg.scoring.quantise_rule,
+        [w.activations for w in windows],
+        simulation.predictions,
+        [w.group for w in windows],
+        [w.interval for w in windows],
+        sample.stats.max_activation,
+        rule=cfg.scoring.quantise_rule,
         detection_threshold=cfg.scoring.detection_threshold,
     )
 
@@ -93,8 +115,14 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
     samples = {s.feature: s for s in store.load_samples(run_id)}
     store.set_run_status(run_id, "scoring")
     tally = Tally()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
 
     async def explain_one(feature: int, task) -> None:
         sample = samples[feature]
@@ -110,13 +138,20 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
             store.record_failure(run_id, feature, "explain", str(failure), calls=call_rows(failure.calls))
         progress.update(task, advance=1, info=tally.line())
 
-    async def score_one(feature: int, explanations: dict[int, Explanation], controls: dict[int, Explanation],
-                        partners: dict[int, int], task) -> None:
+    async def score_one(
+        feature: int,
+        explanations: dict[int, Explanation],
+        controls: dict[int, Explanation],
+        partners: dict[int, int],
+        task,
+    ) -> None:
         sample = samples[feature]
         windows = sample.split("score")
         calls: list[CallRecord] = []
         try:
-            simulation, made = await simulate_feature(simulator, explanations[feature].text, windows, feature, "llm", cfg)
+            simulation, made = await simulate_feature(
+                simulator, explanations[feature].text, windows, feature, "llm", cfg
+            )
             calls += made
             simulations = [simulation]
             if feature in partners:

@@ -45,18 +45,26 @@ def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
     fingerprint = sae_fingerprint(sae)  # before any dtype cast, so CPU and GPU runs agree
     model_name = cfg.model or sae.cfg.model_name
     if not model_name:
-        raise InputError(expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json",
-                                  "Pass --model NAME."))
+        raise InputError(
+            expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json", "Pass --model NAME.")
+        )
     model = load_subject_model(model_name, cfg.device, cfg.dtype, sae.cfg.model_from_pretrained_kwargs)
     sae.to(device=model.cfg.device, dtype=model.cfg.dtype)
     fit = check_fit(sae, model)
-    inputs = Inputs(sae=sae, model=model, fit=fit, sae_fingerprint=fingerprint, first_position=1 if sae.cfg.prepend_bos else 0,
-                    special_ids=special_token_ids(model.tokenizer))
+    inputs = Inputs(
+        sae=sae,
+        model=model,
+        fit=fit,
+        sae_fingerprint=fingerprint,
+        first_position=1 if sae.cfg.prepend_bos else 0,
+        special_ids=special_token_ids(model.tokenizer),
+    )
     if with_corpus:
         context_size = cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE
         context_size = min(context_size, model.cfg.n_ctx)
-        inputs.tokens_NL = tokenise_corpus(cfg.corpus, model.tokenizer, context_size, sae.cfg.prepend_bos,
-                                           max_tokens=cfg.sampler.n_tokens)
+        inputs.tokens_NL = tokenise_corpus(
+            cfg.corpus, model.tokenizer, context_size, sae.cfg.prepend_bos, max_tokens=cfg.sampler.n_tokens
+        )
     return inputs
 
 
@@ -64,7 +72,7 @@ def sae_fingerprint(sae: SparseAutoencoder) -> str:
     """Identifies an SAE by its config and its weights' values (the first MiB of each, as float32)."""
     digest = hashlib.sha256(sae.cfg.model_dump_json(exclude={"path", "dtype"}).encode())
     for name in sorted(sae.weights):
-        digest.update(sae.weights[name].float().cpu().numpy().tobytes()[:1 << 20])
+        digest.update(sae.weights[name].float().cpu().numpy().tobytes()[: 1 << 20])
     return digest.hexdigest()[:16]
 
 
@@ -90,10 +98,24 @@ def versions() -> dict[str, str]:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
 
 
 def sample(cfg: RunConfig, inputs: Inputs) -> tuple[list[FeatureSample], int]:
@@ -105,8 +127,15 @@ def sample(cfg: RunConfig, inputs: Inputs) -> tuple[list[FeatureSample], int]:
     density = sae.log10_density
     if density is None and not cfg.selection.features:
         n_probe = max(1, cfg.selection.density_probe_tokens // tokens.shape[1])
-        density = probe_log10_density(model, sae, tokens[:n_probe], inputs.special_ids, inputs.first_position,
-                                      cfg.sampler.batch_size, hook_activations)
+        density = probe_log10_density(
+            model,
+            sae,
+            tokens[:n_probe],
+            inputs.special_ids,
+            inputs.first_position,
+            cfg.sampler.batch_size,
+            hook_activations,
+        )
     features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
     with _progress() as bar:
         task = bar.add_task("sampling", total=tokens.numel(), info="")
@@ -115,8 +144,9 @@ def sample(cfg: RunConfig, inputs: Inputs) -> tuple[list[FeatureSample], int]:
             done = bar.tasks[task].completed + n
             bar.update(task, completed=done, info=f"{done / max(seconds, 1e-9):,.0f} tok/s")
 
-        samples = sample_features(model, sae, tokens, features, cfg.sampler, inputs.special_ids,
-                                  inputs.first_position, progress)
+        samples = sample_features(
+            model, sae, tokens, features, cfg.sampler, inputs.special_ids, inputs.first_position, progress
+        )
     return samples, n_dead
 
 
@@ -141,7 +171,8 @@ def open_run(cfg: RunConfig, create: bool = True):
             listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in diffs[:6])
             raise StoreError(
                 f"Run directory {run_dir} holds a run made with other settings ({listed}). Resuming would mix "
-                f"results; expected the same settings, or a new --run-dir for the new ones.")
+                f"results; expected the same settings, or a new --run-dir for the new ones."
+            )
         if stored != wanted:
             store.update_run_config(run_id, cfg)
     return store, run_id, run_dir
@@ -167,12 +198,15 @@ def sample_stage(cfg: RunConfig):
     samples, n_dead = sample(cfg, inputs)
     if run_id is None:
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
-        store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL),
-                         versions())
+        store.create_run(
+            run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL), versions()
+        )
     store.save_samples(run_id, samples)
     seconds = time.time() - started
-    print(f"Sampled {len(samples)} features over {inputs.tokens_NL.numel():,} tokens in {seconds:.0f}s "
-          f"({inputs.tokens_NL.numel() / seconds:,.0f} tok/s); {n_dead} dead features never chosen. Stored in {run_dir}.")
+    print(
+        f"Sampled {len(samples)} features over {inputs.tokens_NL.numel():,} tokens in {seconds:.0f}s "
+        f"({inputs.tokens_NL.numel() / seconds:,.0f} tok/s); {n_dead} dead features never chosen. Stored in {run_dir}."
+    )
     return store, run_id
 
 

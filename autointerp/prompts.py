@@ -61,9 +61,7 @@ def load_json(name: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(
-            f"Prompt data {path}: found no such file; expected one of the files in prompts/."
-        ) from None
+        raise InputError(f"Prompt data {path}: found no such file; expected one of the files in prompts/.") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"Prompt data {path}: found invalid JSON ({exc}); expected a JSON object.") from None
 
@@ -113,9 +111,7 @@ def token_lines(tokens: Sequence[str], values: Sequence[int] | None = None, *, n
     """Tokens one per line: `token<TAB>value` when values are given, `n<TAB>token` when numbered
     (n from 1), else the bare token."""
     if values is not None and len(values) != len(tokens):
-        raise ValueError(
-            f"token_lines: {len(tokens)} tokens but {len(values)} values; expected equal lengths"
-        )
+        raise ValueError(f"token_lines: {len(tokens)} tokens but {len(values)} values; expected equal lengths")
     lines = []
     for i, token in enumerate(tokens):
         shown = escape_token(token)

@@ -21,7 +21,9 @@ class Window(BaseModel):
     token_ids: list[int] = Field(description="token ids of the window")
     tokens: list[str] = Field(description="decoded token strings, same length as token_ids")
     activations: list[float] = Field(description="raw activation of every token, same length as tokens")
-    group: Group = Field(description="how it was chosen: top-k, an activation interval, uniform random, or never firing")
+    group: Group = Field(
+        description="how it was chosen: top-k, an activation interval, uniform random, or never firing"
+    )
     interval: int | None = Field(default=None, description="interval index (0 = lowest) for group 'interval'")
     split: Split = Field(description="'explain' windows are shown to the explainer; 'score' windows are held out")
 
@@ -92,7 +94,9 @@ class Simulation(BaseModel):
     explanation_source: str = Field(description="'llm', 'baseline' or 'other:<feature>' (control)")
     backend: str
     mode: Literal["logprob", "sampled", "baseline"]
-    predictions: list[list[float]] = Field(description="0..10 per token, one list per window, same order as the windows")
+    predictions: list[list[float]] = Field(
+        description="0..10 per token, one list per window, same order as the windows"
+    )
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
 
@@ -105,8 +109,12 @@ class FeatureReport(BaseModel):
     stats: FeatureStats
     windows: list[Window] = Field(description="explanation and scoring windows, in sampler order")
     explanation: Explanation | None = Field(default=None, description="None when explaining failed")
-    scores: dict | None = Field(default=None, description="FeatureScores.to_columns() plus 'json' (FeatureScores.to_json()); None if not scored")
-    controls: dict[str, dict] = Field(default_factory=dict, description="control name ('baseline', 'other') -> its scores columns")
+    scores: dict | None = Field(
+        default=None, description="FeatureScores.to_columns() plus 'json' (FeatureScores.to_json()); None if not scored"
+    )
+    controls: dict[str, dict] = Field(
+        default_factory=dict, description="control name ('baseline', 'other') -> its scores columns"
+    )
     errors: list[str] = Field(default_factory=list, description="recorded failures: 'stage: message'")
     model_name: str = Field(default="", description="subject model name")
     sae_name: str = Field(default="", description="SAE identifier (folder name or hook) for exports")

@@ -79,8 +79,14 @@ class SamplerState:
     ) -> None:
         W = cfg.window_size
         if context_size - first_position < W:
-            raise InputError(expected("window_size", str(W), f"at most the {context_size - first_position} "
-                                      "usable tokens of a context", "Lower --window-size or raise --context-size."))
+            raise InputError(
+                expected(
+                    "window_size",
+                    str(W),
+                    f"at most the {context_size - first_position} usable tokens of a context",
+                    "Lower --window-size or raise --context-size.",
+                )
+            )
         self.cfg, self.features, self.device = cfg, features, torch.device(device)
         self.L, self.W, self.first = context_size, W, first_position
         F, G = len(features), cfg.interval_grid
@@ -98,7 +104,10 @@ class SamplerState:
         self.bound_F = torch.zeros(F, dtype=torch.float32, device=self.device)  # 0 until the feature first fires
         self.hist_FG = torch.zeros(F, G, dtype=torch.int64, device=self.device)
         self.splits = []
-        counts = [(cfg.n_top_explain, 0, cfg.per_interval_explain), (cfg.n_top_score, cfg.n_random_score, cfg.per_interval_score)]
+        counts = [
+            (cfg.n_top_explain, 0, cfg.per_interval_explain),
+            (cfg.n_top_score, cfg.n_random_score, cfg.per_interval_score),
+        ]
         n_nonact = [0, cfg.n_nonactivating_score]
         for split, (n_top, n_random, _) in enumerate(counts):
             pool = torch.nonzero(self.split_of_context.cpu() == split).flatten()
@@ -203,7 +212,9 @@ class SamplerState:
         for name in ("cell_key_FGM", "cell_value_FGM", "cell_context_FGM", "cell_start_FGM"):
             full = getattr(state, name)
             merged = full[idx].view(len(idx), G // 2, 2 * M).gather(2, order)
-            empty = torch.full_like(merged, math.inf if name == "cell_key_FGM" else (-1 if name == "cell_context_FGM" else 0))
+            empty = torch.full_like(
+                merged, math.inf if name == "cell_key_FGM" else (-1 if name == "cell_context_FGM" else 0)
+            )
             full[idx] = torch.cat([merged, empty], dim=1)
         acts = state.cell_acts_FGMW[idx].view(len(idx), G // 2, 2 * M, self.W)
         merged = acts.gather(2, order[..., None].expand(-1, -1, -1, self.W))
@@ -289,65 +300,83 @@ class SamplerState:
         for i, feature in enumerate(self.features):
             n_cells = int(self._cell_of(maxes[i : i + 1], bound[i : i + 1]).item()) + 1 if n_active[i] else 0
             width = float(bound[i]) / G
-            out.append(FeatureStats(
-                feature=feature, n_tokens=self.n_tokens, n_active=int(n_active[i]), max_activation=float(maxes[i]),
-                mean_active=float(sums[i] / n_active[i]) if n_active[i] else None,
-                histogram_edges=[c * width for c in range(n_cells + 1)] if n_cells else [],
-                histogram_counts=hist[i, :n_cells].tolist(),
-            ))
+            out.append(
+                FeatureStats(
+                    feature=feature,
+                    n_tokens=self.n_tokens,
+                    n_active=int(n_active[i]),
+                    max_activation=float(maxes[i]),
+                    mean_active=float(sums[i] / n_active[i]) if n_active[i] else None,
+                    histogram_edges=[c * width for c in range(n_cells + 1)] if n_cells else [],
+                    histogram_counts=hist[i, :n_cells].tolist(),
+                )
+            )
         return out
 
     def interval_cells(self, feature_pos: int) -> list[tuple[int, int]]:
         """Cell ranges [lo, hi) of each interval for one tracked feature (empty if it never fired)."""
         if self.n_active_F[feature_pos] == 0:
             return []
-        n_cells = int(self._cell_of(self.max_F[feature_pos : feature_pos + 1], self.bound_F[feature_pos : feature_pos + 1])) + 1
+        n_cells = (
+            int(self._cell_of(self.max_F[feature_pos : feature_pos + 1], self.bound_F[feature_pos : feature_pos + 1]))
+            + 1
+        )
         n = min(self.cfg.n_intervals, n_cells)
         return [(n_cells * i // n, n_cells * (i + 1) // n) for i in range(n)]
 
     def finish(self, tokens_NL: Tensor, decode: Callable[[list[int]], list[str]]) -> list[FeatureSample]:
         """Materialise every kept window as records (the only step that moves data to the host)."""
         host = [{k: v.cpu() if isinstance(v, Tensor) else v for k, v in vars(s).items()} for s in self.splits]
-        per_interval = (self.cfg.per_interval_explain, self.cfg.per_interval_score)
         samples = []
         for i, (feature, stats) in enumerate(zip(self.features, self.stats())):
-            windows: list[Window] = []
-            for split, state in enumerate(host):
-                name = SPLITS[split]
-
-                def add(context: int, start: int, acts: Tensor, group: str, interval: int | None = None) -> None:
-                    ids = tokens_NL[context, start : start + self.W].tolist()
-                    windows.append(Window(feature=feature, context_id=context, start=start, token_ids=ids,
-                                          tokens=decode(ids), activations=acts.tolist(),
-                                          group=group, interval=interval, split=name))
-
-                top_contexts = set()
-                for k in range(state["top_value_FK"].shape[1]):
-                    if state["top_value_FK"][i, k] > -math.inf:
-                        context = int(state["top_context_FK"][i, k])
-                        top_contexts.add(context)
-                        add(context, int(state["top_start_FK"][i, k]), state["top_acts_FKW"][i, k], "top")
-                for interval, (lo, hi) in enumerate(self.interval_cells(i)):
-                    keys = state["cell_key_FGM"][i, lo:hi].flatten()
-                    order = keys.argsort()
-                    drawn = 0
-                    for j in order.tolist():
-                        if drawn == per_interval[split] or not math.isfinite(float(keys[j])):
-                            break
-                        c, m = lo + j // self.M, j % self.M
-                        context = int(state["cell_context_FGM"][i, c, m])
-                        if context in top_contexts:
-                            continue
-                        add(context, int(state["cell_start_FGM"][i, c, m]), state["cell_acts_FGMW"][i, c, m], "interval", interval)
-                        drawn += 1
-                for r in range(len(state["random_contexts_R"])):
-                    add(int(state["random_contexts_R"][r]), int(state["random_starts_R"][r]), state["random_acts_FRW"][i, r], "random")
-                for n in range(state["nonact_key_FN"].shape[1]):
-                    if math.isfinite(float(state["nonact_key_FN"][i, n])):
-                        add(int(state["nonact_context_FN"][i, n]), int(state["nonact_start_FN"][i, n]),
-                            torch.zeros(self.W), "nonactivating")
+            windows = [
+                Window(
+                    feature=feature,
+                    context_id=context,
+                    start=start,
+                    token_ids=(ids := tokens_NL[context, start : start + self.W].tolist()),
+                    tokens=decode(ids),
+                    activations=acts.tolist(),
+                    group=group,
+                    interval=interval,
+                    split=SPLITS[split],
+                )
+                for split, state in enumerate(host)
+                for context, start, acts, group, interval in self._kept(i, split, state)
+            ]
             samples.append(FeatureSample(stats=stats, windows=windows))
         return samples
+
+    def _kept(self, i: int, split: int, state: dict) -> list[tuple[int, int, Tensor, str, int | None]]:
+        """(context, start, activations [W], group, interval) of every window kept for tracked feature i."""
+        kept: list[tuple[int, int, Tensor, str, int | None]] = []
+        for k in range(state["top_value_FK"].shape[1]):
+            if state["top_value_FK"][i, k] > -math.inf:
+                context = int(state["top_context_FK"][i, k])
+                kept.append((context, int(state["top_start_FK"][i, k]), state["top_acts_FKW"][i, k], "top", None))
+        top_contexts = {context for context, *_ in kept}
+        per_interval = (self.cfg.per_interval_explain, self.cfg.per_interval_score)[split]
+        for interval, (lo, hi) in enumerate(self.interval_cells(i)):
+            keys = state["cell_key_FGM"][i, lo:hi].flatten()
+            drawn = 0
+            for j in keys.argsort().tolist():  # smallest keys first: a uniform draw from the interval
+                if drawn == per_interval or not math.isfinite(float(keys[j])):
+                    break
+                c, m = lo + j // self.M, j % self.M
+                context = int(state["cell_context_FGM"][i, c, m])
+                if context not in top_contexts:
+                    start = int(state["cell_start_FGM"][i, c, m])
+                    kept.append((context, start, state["cell_acts_FGMW"][i, c, m], "interval", interval))
+                    drawn += 1
+        for r, (context, start) in enumerate(
+            zip(state["random_contexts_R"].tolist(), state["random_starts_R"].tolist())
+        ):
+            kept.append((context, start, state["random_acts_FRW"][i, r], "random", None))
+        for n in range(state["nonact_key_FN"].shape[1]):
+            if math.isfinite(float(state["nonact_key_FN"][i, n])):
+                context, start = int(state["nonact_context_FN"][i, n]), int(state["nonact_start_FN"][i, n])
+                kept.append((context, start, torch.zeros(self.W), "nonactivating", None))
+        return kept
 
 
 # ---- driving the model ---------------------------------------------------------------------------

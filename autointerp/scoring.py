@@ -39,9 +39,7 @@ class Metric:
 
     def __post_init__(self) -> None:
         if (self.value is None) == (self.reason is None):
-            raise ValueError(
-                f"Metric: found value={self.value!r}, reason={self.reason!r}; expected exactly one"
-            )
+            raise ValueError(f"Metric: found value={self.value!r}, reason={self.reason!r}; expected exactly one")
 
     @classmethod
     def ok(cls, value: float) -> "Metric":
@@ -107,9 +105,7 @@ def _pair(a: Any, p: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(p, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        raise ValueError(
-            f"{name}: found truth of length {x.size} and prediction of length {y.size}; expected equal"
-        )
+        raise ValueError(f"{name}: found truth of length {x.size} and prediction of length {y.size}; expected equal")
     return x, y
 
 
@@ -356,26 +352,18 @@ class FeatureScores(BaseModel):
     n_negative_windows: int = Field(description="windows whose true max activation is <= 0")
     max_activation: float = Field(description="the feature's max, raw scale, used to quantise")
     quantise_rule: QuantiseRule = Field(description="how a became a_q: 'floor' (OpenAI) or 'ceil' (delphi)")
-    detection_threshold: float = Field(
-        description="0..10 scale: a window is predicted to fire if max p >= this"
-    )
-    correlation: float | None = Field(
-        description="Pearson r(a raw, p) pooled over all tokens; the headline score"
-    )
+    detection_threshold: float = Field(description="0..10 scale: a window is predicted to fire if max p >= this")
+    correlation: float | None = Field(description="Pearson r(a raw, p) pooled over all tokens; the headline score")
     correlation_quantised: float | None = Field(description="Pearson r(a_q, p) pooled over all tokens")
     spearman: float | None = Field(description="Spearman rho(a raw, p), average ranks for ties")
     r2_centred: float | None = Field(description="1 - SSE/SST of p against a_q, (-inf, 1]")
     abs_dev_explained: float | None = Field(description="1 - mean|a_q - p| / mean|a_q - mean a_q|, (-inf, 1]")
     slope: float | None = Field(description="least-squares a_q ~ slope * p + intercept; 1 is calibrated")
     intercept: float | None = Field(description="0..10 scale; 0 is calibrated")
-    ece: float | None = Field(
-        description="count-weighted mean |mean a_q - level| over predicted levels, [0, 10]"
-    )
+    ece: float | None = Field(description="count-weighted mean |mean a_q - level| over predicted levels, [0, 10]")
     binarity: float | None = Field(description="share of predictions rounding to 0 or 10, [0, 1]")
     auroc: float | None = Field(description="windows: max p vs fired (true max > 0), [0, 1]")
-    balanced_accuracy: float | None = Field(
-        description="windows: (TPR + TNR) / 2 at detection_threshold, [0, 1]"
-    )
+    balanced_accuracy: float | None = Field(description="windows: (TPR + TNR) / 2 at detection_threshold, [0, 1]")
     group_correlations: dict[str, float | None] = Field(
         description="Pearson r(a raw, p) within groups: 'top', 'interval' (all intervals pooled), "
         "'interval_<k>' for each interval k present, 'random'"
@@ -386,8 +374,7 @@ class FeatureScores(BaseModel):
     )
     details: dict[str, Any] = Field(
         default_factory=dict,
-        description="'reliability': 11 rows {level, count, mean_true_q}; "
-        "'histogram': 11 prediction counts per level",
+        description="'reliability': 11 rows {level, count, mean_true_q}; 'histogram': 11 prediction counts per level",
     )
 
     def to_columns(self) -> dict[str, float | int | str | None]:
@@ -448,13 +435,11 @@ def score_feature(
             raise ValueError(f"score_feature window {i}: found NaN or inf; expected finite values")
         if p_arr.min() < 0 or p_arr.max() > 10:
             raise ValueError(
-                f"score_feature window {i}: found predictions in [{p_arr.min()}, {p_arr.max()}]; "
-                "expected 0..10"
+                f"score_feature window {i}: found predictions in [{p_arr.min()}, {p_arr.max()}]; expected 0..10"
             )
         if g not in ("top", "interval", "random", "nonactivating"):
             raise ValueError(
-                f"score_feature window {i}: found group {g!r}; "
-                "expected 'top', 'interval', 'random' or 'nonactivating'"
+                f"score_feature window {i}: found group {g!r}; expected 'top', 'interval', 'random' or 'nonactivating'"
             )
         if g == "interval" and k is None:
             raise ValueError(f"score_feature window {i}: found group 'interval' with no interval index")

@@ -19,13 +19,17 @@ def parse_feature_list(text: str, d_sae: int) -> list[int]:
             lo, _, hi = part.partition("-")
             first, last = int(lo), int(hi) if hi else int(lo)
         except ValueError:
-            raise InputError(expected(f"--features item {part!r}", "not a number or range", "e.g. '3,17,100-120'")) from None
+            raise InputError(
+                expected(f"--features item {part!r}", "not a number or range", "e.g. '3,17,100-120'")
+            ) from None
         if first > last:
             raise InputError(expected(f"--features range {part!r}", "a range that runs backwards", "low-high"))
         features.extend(range(first, last + 1))
     bad = [f for f in features if not 0 <= f < d_sae]
     if bad:
-        raise InputError(expected("--features", f"index {bad[0]}", f"indices in 0..{d_sae - 1} (the SAE has {d_sae} features)"))
+        raise InputError(
+            expected("--features", f"index {bad[0]}", f"indices in 0..{d_sae - 1} (the SAE has {d_sae} features)")
+        )
     if not features:
         raise InputError(expected("--features", repr(text), "at least one feature index"))
     return sorted(set(features))
@@ -42,7 +46,9 @@ def choose_features(cfg: SelectionConfig, log10_density: torch.Tensor | None, d_
     n_dead = d_sae - len(live)
     n = cfg.n_features if cfg.n_features is not None else min(DEFAULT_N_FEATURES, len(live))
     if n <= 0 or n > len(live):
-        raise InputError(expected("--n-features", str(n), f"1..{len(live)} (the live features; {n_dead} of {d_sae} are dead)"))
+        raise InputError(
+            expected("--n-features", str(n), f"1..{len(live)} (the live features; {n_dead} of {d_sae} are dead)")
+        )
     gen = torch.Generator().manual_seed(cfg.seed)
     if not cfg.stratify_by_density or log10_density is None:
         return sorted(live[torch.randperm(len(live), generator=gen)[:n]].tolist()), n_dead
@@ -57,8 +63,9 @@ def choose_features(cfg: SelectionConfig, log10_density: torch.Tensor | None, d_
 
 
 @torch.no_grad()
-def probe_log10_density(model, sae, tokens_NL: torch.Tensor, special_ids: list[int], first_position: int,
-                        batch_size: int, hook_activations) -> torch.Tensor:
+def probe_log10_density(
+    model, sae, tokens_NL: torch.Tensor, special_ids: list[int], first_position: int, batch_size: int, hook_activations
+) -> torch.Tensor:
     """log10 firing density of every feature over `tokens_NL` (for SAEs without a sparsity file)."""
     fired = torch.zeros(sae.cfg.d_sae, device=sae.device)
     n_tokens = 0

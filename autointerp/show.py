@@ -34,8 +34,10 @@ def shaded_window(window: Window, max_activation: float) -> Text:
 def feature_view(report: FeatureReport, console: Console, n_windows: int = 8) -> None:
     stats = report.stats
     console.rule(f"feature {report.feature}  (run {report.run_id})")
-    console.print(f"density {stats.density:.2e}  max {stats.max_activation:.3g}  "
-                  f"mean when active {_fmt(stats.mean_active)}  tokens seen {stats.n_tokens:,}")
+    console.print(
+        f"density {stats.density:.2e}  max {stats.max_activation:.3g}  "
+        f"mean when active {_fmt(stats.mean_active)}  tokens seen {stats.n_tokens:,}"
+    )
     if report.explanation:
         console.print(Text(f"explanation: {report.explanation.text}", style="bold"))
         console.print(f"  by {report.explanation.backend}, cost ${report.explanation.cost_usd:.4f}")
@@ -43,10 +45,21 @@ def feature_view(report: FeatureReport, console: Console, n_windows: int = 8) ->
         console.print(Text(f"failed: {error}", style="red"))
     if report.scores:
         table = Table("metric", "llm explanation", *[f"control: {k}" for k in report.controls], title="scores")
-        for metric in ("correlation", "spearman", "r2_centred", "abs_dev_explained", "auroc", "balanced_accuracy",
-                       "slope", "intercept", "ece", "binarity"):
-            table.add_row(metric, _fmt(report.scores.get(metric)),
-                          *[_fmt(c.get(metric)) for c in report.controls.values()])
+        for metric in (
+            "correlation",
+            "spearman",
+            "r2_centred",
+            "abs_dev_explained",
+            "auroc",
+            "balanced_accuracy",
+            "slope",
+            "intercept",
+            "ece",
+            "binarity",
+        ):
+            table.add_row(
+                metric, _fmt(report.scores.get(metric)), *[_fmt(c.get(metric)) for c in report.controls.values()]
+            )
         table.add_row("lift over baseline", _fmt(report.scores.get("lift")))
         console.print(table)
         details = json.loads(report.scores["json"]).get("details", {}) if report.scores.get("json") else {}
@@ -61,8 +74,10 @@ def feature_view(report: FeatureReport, console: Console, n_windows: int = 8) ->
     if top:
         console.print(f"top windows (shade = activation / {stats.max_activation:.3g}):")
         for window in top:
-            console.print(Text(f"[{window.split} ctx {window.context_id}, peak {window.max_activation:.3g}] "),
-                          shaded_window(window, stats.max_activation))
+            console.print(
+                Text(f"[{window.split} ctx {window.context_id}, peak {window.max_activation:.3g}] "),
+                shaded_window(window, stats.max_activation),
+            )
 
 
 def show_feature(run_dir: Path, feature: int, console: Console | None = None) -> None:
@@ -93,8 +108,11 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         ("ECE (mean)", summary.get("ece_mean")),
         ("binarity (mean)", summary.get("binarity_mean")),
         ("LLM calls", summary.get("llm_calls")),
-        ("tokens in / cached / out", f"{summary.get('input_tokens', 0):,} / {summary.get('cached_input_tokens', 0):,} / "
-                                     f"{summary.get('output_tokens', 0):,}"),
+        (
+            "tokens in / cached / out",
+            f"{summary.get('input_tokens', 0):,} / {summary.get('cached_input_tokens', 0):,} / "
+            f"{summary.get('output_tokens', 0):,}",
+        ),
         ("cost (USD)", f"{summary.get('cost_usd', 0.0):.4f}"),
     ]
     for name, value in rows:

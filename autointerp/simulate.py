@@ -122,9 +122,7 @@ def sparse_answer(levels: Sequence[Sequence[int]]) -> str:
     return f"{SPARSE_PREFIX} {', '.join(items) if items else SPARSE_NONE}"
 
 
-def simulate_user_message(
-    explanation: str, token_lists: Sequence[Sequence[str]], mode: SimulationMode
-) -> str:
+def simulate_user_message(explanation: str, token_lists: Sequence[Sequence[str]], mode: SimulationMode) -> str:
     blocks = [token_lines(tokens, numbered=mode == "sampled") for tokens in token_lists]
     return render_file("simulate_user.md", explanation=one_line(explanation), excerpts=excerpts_block(blocks))
 
@@ -186,17 +184,13 @@ def parse_sparse(text: str, lengths: Sequence[int]) -> list[list[float]]:
         raise ValueError(f'found {found} starting with "{SPARSE_PREFIX}"; expected exactly one')
     extra = [line for line in lines if line is not answers[0]]
     if extra:
-        raise ValueError(
-            f"found other text besides the answer line ({extra[0][:60]!r}); expected the one line only"
-        )
+        raise ValueError(f"found other text besides the answer line ({extra[0][:60]!r}); expected the one line only")
     body = answers[0][len(SPARSE_PREFIX) :].strip().strip("`*_").strip()
     predictions = [[0.0] * n for n in lengths]
     if body.rstrip(".").lower() == SPARSE_NONE:
         return predictions
     if not body:
-        raise ValueError(
-            f'found nothing after "{SPARSE_PREFIX}"; expected items like 2:5=7, or {SPARSE_NONE}'
-        )
+        raise ValueError(f'found nothing after "{SPARSE_PREFIX}"; expected items like 2:5=7, or {SPARSE_NONE}')
     seen: set[tuple[int, int]] = set()
     for item in body.rstrip(".").split(","):
         match = _SPARSE_ITEM.match(item.strip())
@@ -204,9 +198,7 @@ def parse_sparse(text: str, lengths: Sequence[int]) -> list[list[float]]:
             raise ValueError(f"item {item.strip()!r} is not excerpt:token=value (e.g. 2:5=7)")
         e, t, v = (int(g) for g in match.groups())
         if not 1 <= e <= len(lengths):
-            raise ValueError(
-                f"item {item.strip()!r}: there is no excerpt {e}; excerpts are 1..{len(lengths)}"
-            )
+            raise ValueError(f"item {item.strip()!r}: there is no excerpt {e}; excerpts are 1..{len(lengths)}")
         if not 1 <= t <= lengths[e - 1]:
             raise ValueError(f"item {item.strip()!r}: excerpt {e} has tokens 1..{lengths[e - 1]}, not {t}")
         if not 0 <= v <= 10:

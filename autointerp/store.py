@@ -67,9 +67,7 @@ def _score_types() -> dict[str, type]:
     types: dict[str, type] = {}
     for name in COLUMNS:
         annotation = fields[name].annotation if name in fields else float  # correlation_<group>
-        types[name] = (
-            int if annotation is int else float if float in (annotation, *get_args(annotation)) else str
-        )
+        types[name] = int if annotation is int else float if float in (annotation, *get_args(annotation)) else str
     return types
 
 
@@ -222,9 +220,7 @@ class RunStore:
             _check_header(path, create)
         elif not create:
             raise StoreError(
-                expected(
-                    f"run database {path}", "no such file", "a run directory written by `autointerp run`"
-                )
+                expected(f"run database {path}", "no such file", "a run directory written by `autointerp run`")
             )
         conn = _connect_writable(run_dir, path) if create else _connect_readonly(run_dir, path)
         store = cls(conn, path, readonly=not create)
@@ -271,9 +267,7 @@ class RunStore:
             found = f"tables {sorted(tables)} and no schema version" if tables else "an empty database"
             raise StoreError(expected(f"run database {self.path}", found, "an autointerp run database"))
         if 0 < version < SCHEMA_VERSION:  # the place for migrations once there is more than one version
-            raise StoreError(
-                expected(f"run database {self.path}", f"schema version {version}", f"{SCHEMA_VERSION}")
-            )
+            raise StoreError(expected(f"run database {self.path}", f"schema version {version}", f"{SCHEMA_VERSION}"))
 
     def _create_schema(self) -> None:
         self.db.enable_wal()
@@ -303,10 +297,7 @@ class RunStore:
             return StoreError(
                 f"run database {self.path}: {message}; another process is writing it. Try again when it ends."
             )
-        if any(
-            s in message
-            for s in ("not a database", "malformed", "disk I/O", "unable to open", "disk is full")
-        ):
+        if any(s in message for s in ("not a database", "malformed", "disk I/O", "unable to open", "disk is full")):
             return StoreError(
                 expected(
                     f"run database {self.path}",
@@ -389,9 +380,7 @@ class RunStore:
         """
         self._writing()
         if self.get_run(run_id) is not None:
-            raise StoreError(
-                f"run database {self.path}: run {run_id!r} already exists; resume it or pick another id."
-            )
+            raise StoreError(f"run database {self.path}: run {run_id!r} already exists; resume it or pick another id.")
         now = _now()
         row = {
             "run_id": run_id,
@@ -439,9 +428,7 @@ class RunStore:
         run = self._require_run(run_id)
         return RunConfig.model_validate(run["config"])
 
-    def check_resume(
-        self, run_id: str, config: "RunConfig", sae_fingerprint: str, corpus_fingerprint: str
-    ) -> None:
+    def check_resume(self, run_id: str, config: "RunConfig", sae_fingerprint: str, corpus_fingerprint: str) -> None:
         """Raise StoreError unless the run was made with this SAE, corpus and result-changing settings."""
         run = self._require_run(run_id)
         problems = [
@@ -476,8 +463,12 @@ class RunStore:
         with self.db.atomic():
             self.db.execute(
                 "UPDATE runs SET config_json = ?, results_key_json = ?, updated_at = ? WHERE run_id = ?",
-                [self._redact({"c": config.model_dump_json()})["c"],
-                 json.dumps(config.results_key(), sort_keys=True), _now(), run_id],
+                [
+                    self._redact({"c": config.model_dump_json()})["c"],
+                    json.dumps(config.results_key(), sort_keys=True),
+                    _now(),
+                    run_id,
+                ],
             )
 
     @_guarded
@@ -486,9 +477,7 @@ class RunStore:
             raise ValueError(f"run status: found {status!r}; expected one of {get_args(RunStatus)}")
         self._writing()
         with self.db.atomic():
-            self.db.execute(
-                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, _now(), run_id]
-            )
+            self.db.execute("UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, _now(), run_id])
 
     # ------------------------------------------------------------------------------------ stage results
 
@@ -543,15 +532,12 @@ class RunStore:
         stray = [s.feature for s in simulations if s.feature != feature]
         if stray:
             raise ValueError(
-                f"save_scored feature {feature}: found simulations of features {stray}; "
-                f"expected only {feature}"
+                f"save_scored feature {feature}: found simulations of features {stray}; expected only {feature}"
             )
         llm = scores.get("llm")
         others = [s for k, s in scores.items() if k.startswith("other:")]
         lifts = {
-            "lift": lift(llm.correlation, scores["baseline"].correlation)
-            if llm and "baseline" in scores
-            else None,
+            "lift": lift(llm.correlation, scores["baseline"].correlation) if llm and "baseline" in scores else None,
             "lift_other": lift(llm.correlation, others[0].correlation) if llm and others else None,
         }
         with self.db.atomic():
@@ -756,9 +742,7 @@ class RunStore:
     def feature_scores(self, run_id: str, column: str = "correlation") -> dict[int, float | None]:
         """feature -> one column of its 'llm' scores row (for paired comparisons and density breakdowns)."""
         if column not in _TABLES["scores"][0]:
-            raise ValueError(
-                f"feature_scores column: found {column!r}; expected a scores column such as 'correlation'"
-            )
+            raise ValueError(f"feature_scores column: found {column!r}; expected a scores column such as 'correlation'")
         rows = self._rows(
             f"SELECT feature, {column} AS value FROM scores WHERE run_id = ? AND explanation_source = 'llm'",
             [run_id],
@@ -895,9 +879,7 @@ def _stats(row: Mapping[str, Any]) -> FeatureStats:
 
 def _window_row(run_id: str, feature: int, idx: int, w: Window) -> dict[str, Any]:
     if w.feature != feature:
-        raise ValueError(
-            f"sample of feature {feature}: found a window of feature {w.feature}; expected {feature}"
-        )
+        raise ValueError(f"sample of feature {feature}: found a window of feature {w.feature}; expected {feature}")
     return {
         "run_id": run_id,
         "feature": feature,

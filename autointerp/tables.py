@@ -131,12 +131,8 @@ def compare_runs(
     same_sae = bool(sum_a["sae_fingerprint"]) and sum_a["sae_fingerprint"] == sum_b["sae_fingerprint"]
     result: dict[str, Any] = {"runs": runs, "same_sae": same_sae, "paired": None, "unpaired": None}
     if same_sae:
-        shared = sorted(
-            f for f in corr_a.keys() & corr_b.keys() if corr_a[f] is not None and corr_b[f] is not None
-        )
-        diff = bootstrap_paired_diff(
-            [corr_b[f] for f in shared], [corr_a[f] for f in shared], n_boot=n_boot, seed=seed
-        )
+        shared = sorted(f for f in corr_a.keys() & corr_b.keys() if corr_a[f] is not None and corr_b[f] is not None)
+        diff = bootstrap_paired_diff([corr_b[f] for f in shared], [corr_a[f] for f in shared], n_boot=n_boot, seed=seed)
         result["paired"] = {"n": len(shared), "mean_diff": diff.mean_diff, "lo": diff.lo, "hi": diff.hi}
         result["note"] = (
             f"Same SAE: correlation B - A paired over the {len(shared)} features both runs scored, "
@@ -196,9 +192,7 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: Format) -> str:
             "| " + " | ".join(columns) + " |",
             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|",
         ]
-        lines += [
-            "| " + " | ".join(_cell(c, r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows
-        ]
+        lines += ["| " + " | ".join(_cell(c, r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
         return "\n".join(lines) + "\n"
     if fmt == "terminal":
         table = Table(show_edge=False)

@@ -107,8 +107,10 @@ def train(cfg: TrainConfig, acts_ND: torch.Tensor, device: str) -> dict[str, tor
                 tokens_since_fired = torch.where(fired_S, 0, tokens_since_fired + len(x_ND))
             step += 1
             if step % 25 == 0 or step == n_steps:
-                print(f"epoch {epoch} step {step}/{n_steps} normalised mse {loss.item():.4f} "
-                      f"dead {int(dead_S.sum())}", flush=True)
+                print(
+                    f"epoch {epoch} step {step}/{n_steps} normalised mse {loss.item():.4f} dead {int(dead_S.sum())}",
+                    flush=True,
+                )
     return {name: p.detach().cpu() for name, p in params.items()}
 
 
@@ -128,6 +130,7 @@ def evaluate(model, sae: SparseAutoencoder, tokens_BL, hook_name: str, skip_ids:
             new = value.clone()
             new[keep] = replacement(value[keep])
             return new
+
         return [(hook_name, hook)]
 
     losses = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
@@ -135,7 +138,8 @@ def evaluate(model, sae: SparseAutoencoder, tokens_BL, hook_name: str, skip_ids:
         tokens = tokens_BL[start : start + 16]
         losses["clean"] += model(tokens, return_type="loss").item()
         losses["sae"] += model.run_with_hooks(
-            tokens, return_type="loss", fwd_hooks=splice(lambda v: sae.decode(sae.encode(v)).to(v.dtype))).item()
+            tokens, return_type="loss", fwd_hooks=splice(lambda v: sae.decode(sae.encode(v)).to(v.dtype))
+        ).item()
         losses["zero"] += model.run_with_hooks(tokens, return_type="loss", fwd_hooks=splice(torch.zeros_like)).item()
     n_batches = math.ceil(len(tokens_BL) / 16)
     clean, spliced, zero = (losses[k] / n_batches for k in ("clean", "sae", "zero"))
@@ -166,8 +170,7 @@ def build_demo_sae(cfg: TrainConfig, out: Path, device: str | None = None) -> di
     model = load_subject_model(cfg.model, device=device, dtype=torch.float32)
     layer = int(cfg.hook_name.split(".")[1])
     n_contexts = cfg.n_train_tokens // (cfg.context_size - 1) + 1 + cfg.n_eval_contexts
-    tokens = tokenise_corpus(CorpusSpec(source=cfg.corpus), model.tokenizer, cfg.context_size,
-                             max_tokens=None)
+    tokens = tokenise_corpus(CorpusSpec(source=cfg.corpus), model.tokenizer, cfg.context_size, max_tokens=None)
     order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(cfg.seed))[:n_contexts]
     eval_tokens, train_tokens = tokens[order[: cfg.n_eval_contexts]], tokens[order[cfg.n_eval_contexts :]]
     skip_ids = special_token_ids(model.tokenizer)
@@ -176,9 +179,17 @@ def build_demo_sae(cfg: TrainConfig, out: Path, device: str | None = None) -> di
     print(f"collected {len(acts)} activations in {time.time() - started:.0f}s", flush=True)
     weights = train(cfg, acts, device)
     sae_cfg = SAEConfig(
-        architecture="topk", d_in=acts.shape[1], d_sae=cfg.d_sae, dtype="float32", hook_name=cfg.hook_name,
-        model_name=cfg.model, prepend_bos=True, context_size=cfg.context_size, apply_b_dec_to_input=True,
-        normalize_activations="none", k=cfg.k,
+        architecture="topk",
+        d_in=acts.shape[1],
+        d_sae=cfg.d_sae,
+        dtype="float32",
+        hook_name=cfg.hook_name,
+        model_name=cfg.model,
+        prepend_bos=True,
+        context_size=cfg.context_size,
+        apply_b_dec_to_input=True,
+        normalize_activations="none",
+        k=cfg.k,
     )
     # Stored at save_dtype to keep the committed file small; evaluated at that precision too.
     stored = {name: w.to(getattr(torch, cfg.save_dtype)).float() for name, w in weights.items()}

@@ -60,9 +60,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["openai", "anthropic"], default="openai")
     args = parser.parse_args()
     print(f"{args.kind} SDK, server latency {args.latency:g} s")
-    print(
-        f"{'limit':>5} {'requests':>8} {'seconds':>8} {'req/min':>9} {'ideal':>9} {'ratio':>6} {'max seen':>8}"
-    )
+    print(f"{'limit':>5} {'requests':>8} {'seconds':>8} {'req/min':>9} {'ideal':>9} {'ratio':>6} {'max seen':>8}")
     for limit in args.limits:
         row = measure(args.kind, limit, args.latency, args.waves)
         print(

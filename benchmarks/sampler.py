@@ -70,18 +70,43 @@ CONFIGS = ("builtin", "gpt2", "1b")
 # Per device: (tokens, batch size, context size) per configuration; delphi's token cap.
 DEFAULTS = {
     "cpu": {"builtin": (4096, 8, 128), "gpt2": (2048, 8, 128), "1b": (256, 4, 64), "delphi_tokens": None},
-    "cuda": {"builtin": (1 << 20, 32, 256), "gpt2": (1 << 20, 32, 256), "1b": (1 << 20, 32, 256),
-             "delphi_tokens": 1 << 17},
+    "cuda": {
+        "builtin": (1 << 20, 32, 256),
+        "gpt2": (1 << 20, 32, 256),
+        "1b": (1 << 20, 32, 256),
+        "delphi_tokens": 1 << 17,
+    },
 }
 
 GPT2_SMALL = dict(
-    n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
-    act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard",
+    n_layers=12,
+    d_model=768,
+    n_heads=12,
+    d_head=64,
+    d_mlp=3072,
+    d_vocab=50257,
+    n_ctx=1024,
+    act_fn="gelu_new",
+    normalization_type="LN",
+    positional_embedding_type="standard",
 )
 LLAMA_1B = dict(
-    n_layers=16, d_model=2048, n_heads=32, d_head=64, n_key_value_heads=8, d_mlp=8192, d_vocab=128256,
-    n_ctx=2048, act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=64,
-    rotary_base=500000.0, rotary_adjacent_pairs=False, gated_mlp=True, final_rms=True,
+    n_layers=16,
+    d_model=2048,
+    n_heads=32,
+    d_head=64,
+    n_key_value_heads=8,
+    d_mlp=8192,
+    d_vocab=128256,
+    n_ctx=2048,
+    act_fn="silu",
+    normalization_type="RMS",
+    positional_embedding_type="rotary",
+    rotary_dim=64,
+    rotary_base=500000.0,
+    rotary_adjacent_pairs=False,
+    gated_mlp=True,
+    final_rms=True,
     original_architecture="LlamaForCausalLM",
 )
 # name -> (model dims, hook, SAE architecture, d_sae)
@@ -109,7 +134,7 @@ class RSSWatch:
     def __init__(self) -> None:
         self.process = psutil.Process()
 
-    def __enter__(self) -> "RSSWatch":
+    def __enter__(self) -> RSSWatch:
         gc.collect()
         self.before = self.peak = self.process.memory_info().rss
         self._stop = threading.Event()
@@ -128,8 +153,11 @@ class RSSWatch:
         self.peak = max(self.peak, self.after)
 
     def report(self) -> dict[str, float]:
-        return {"rss_before_mb": self.before / 2**20, "rss_peak_growth_mb": (self.peak - self.before) / 2**20,
-                "rss_retained_mb": (self.after - self.before) / 2**20}
+        return {
+            "rss_before_mb": self.before / 2**20,
+            "rss_peak_growth_mb": (self.peak - self.before) / 2**20,
+            "rss_retained_mb": (self.after - self.before) / 2**20,
+        }
 
 
 def device_memory_start(device: str) -> None:
@@ -177,8 +205,9 @@ def random_model(dims: dict, hook: str, device: str, dtype: torch.dtype, full_de
     return model.eval()
 
 
-def calibrated_sae(architecture: str, d_in: int, d_sae: int, hook: str, resid_ND: torch.Tensor,
-                   device: str, dtype: torch.dtype) -> SparseAutoencoder:
+def calibrated_sae(
+    architecture: str, d_in: int, d_sae: int, hook: str, resid_ND: torch.Tensor, device: str, dtype: torch.dtype
+) -> SparseAutoencoder:
     """Random SAE whose features fire at log-uniform densities in [1e-5, 1e-2] on inputs like resid_ND.
 
     Pre-activations are taken as normal per feature (mean and std from resid_ND): the threshold is the
@@ -186,8 +215,12 @@ def calibrated_sae(architecture: str, d_in: int, d_sae: int, hook: str, resid_ND
     gen = torch.Generator().manual_seed(0)
     W_dec = torch.randn(d_sae, d_in, generator=gen)
     W_dec /= W_dec.norm(dim=-1, keepdim=True)
-    weights = {"W_enc": (torch.randn(d_in, d_sae, generator=gen) / d_in**0.5).to(device), "W_dec": W_dec.to(device),
-               "b_dec": torch.zeros(d_in, device=device), "b_enc": torch.zeros(d_sae, device=device)}
+    weights = {
+        "W_enc": (torch.randn(d_in, d_sae, generator=gen) / d_in**0.5).to(device),
+        "W_dec": W_dec.to(device),
+        "b_dec": torch.zeros(d_in, device=device),
+        "b_enc": torch.zeros(d_sae, device=device),
+    }
     pre_NS = resid_ND.float().to(device) @ weights["W_enc"]
     density_S = 10 ** torch.empty(d_sae).uniform_(-5, -2, generator=gen)
     z_S = torch.special.ndtri(1 - density_S).to(device)
@@ -204,9 +237,12 @@ def calibrated_sae(architecture: str, d_in: int, d_sae: int, hook: str, resid_ND
 def random_topk_sae(d_in: int, d_sae: int, k: int, hook: str, device: str, dtype: torch.dtype) -> SparseAutoencoder:
     gen = torch.Generator().manual_seed(0)
     W_dec = torch.randn(d_sae, d_in, generator=gen)
-    weights = {"W_enc": torch.randn(d_in, d_sae, generator=gen) / d_in**0.5,
-               "W_dec": W_dec / W_dec.norm(dim=-1, keepdim=True),
-               "b_dec": torch.zeros(d_in), "b_enc": 0.1 * torch.randn(d_sae, generator=gen)}
+    weights = {
+        "W_enc": torch.randn(d_in, d_sae, generator=gen) / d_in**0.5,
+        "W_dec": W_dec / W_dec.norm(dim=-1, keepdim=True),
+        "b_dec": torch.zeros(d_in),
+        "b_enc": 0.1 * torch.randn(d_sae, generator=gen),
+    }
     cfg = SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=k, hook_name=hook)
     return SparseAutoencoder.from_weights(cfg, weights).to(device=device, dtype=dtype)
 
@@ -225,8 +261,10 @@ def setup_builtin(device: str, n_tokens: int, batch: int, ctx: int) -> Setup:
         notes.append(f"demo SAE ({sae.cfg.architecture}, d_sae {sae.cfg.d_sae}, hook {sae.cfg.hook_name})")
     else:
         sae = random_topk_sae(576, 4096, 32, "blocks.8.hook_resid_post", device, model.cfg.dtype)
-        notes.append("demo SAE not built yet: random-weight topk SAE of its shape (d_in 576, d_sae 4096, k 32, "
-                     "blocks.8.hook_resid_post)")
+        notes.append(
+            "demo SAE not built yet: random-weight topk SAE of its shape (d_in 576, d_sae 4096, k 32, "
+            "blocks.8.hook_resid_post)"
+        )
     sae.to(device=model.cfg.device, dtype=model.cfg.dtype)
     tokens = tokenise_corpus(CorpusSpec(), model.tokenizer, ctx, prepend_bos=True, max_tokens=n_tokens)
     tokens = tokens[: len(tokens) // batch * batch]
@@ -269,8 +307,12 @@ def time_forward(setup: Setup, device: str) -> dict:
         hook_activations(setup.model, setup.tokens_NL[start : start + setup.batch_size].to(device), hook)
     sync(device)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "tokens": setup.tokens_NL.numel(), "tok_s": setup.tokens_NL.numel() / seconds,
-            "peak_device_mb": device_memory_peak_mb(device)}
+    return {
+        "seconds": seconds,
+        "tokens": setup.tokens_NL.numel(),
+        "tok_s": setup.tokens_NL.numel() / seconds,
+        "peak_device_mb": device_memory_peak_mb(device),
+    }
 
 
 def time_ours(setup: Setup, features: list[int], device: str, tokens_NL: torch.Tensor | None = None) -> dict:
@@ -286,17 +328,34 @@ def time_ours(setup: Setup, features: list[int], device: str, tokens_NL: torch.T
     with RSSWatch() as rss:
         sync(device)
         started = time.perf_counter()
-        samples = sample_features(setup.model, setup.sae, tokens_NL, features, cfg, setup.special_ids, 1,
-                                  progress=progress, decode=setup.decode)
+        samples = sample_features(
+            setup.model,
+            setup.sae,
+            tokens_NL,
+            features,
+            cfg,
+            setup.special_ids,
+            1,
+            progress=progress,
+            decode=setup.decode,
+        )
         sync(device)
         ended = time.perf_counter()
     n_windows = sum(len(s.windows) for s in samples)
     del samples
     streaming, finish = last_batch_done[0] - started, ended - last_batch_done[0]
     n = tokens_NL.numel()
-    return {"features": len(features), "tokens": n, "stream_seconds": streaming, "finish_seconds": finish,
-            "stream_tok_s": n / streaming, "end_to_end_tok_s": n / (ended - started), "windows": n_windows,
-            "peak_device_mb": device_memory_peak_mb(device), **rss.report()}
+    return {
+        "features": len(features),
+        "tokens": n,
+        "stream_seconds": streaming,
+        "finish_seconds": finish,
+        "stream_tok_s": n / streaming,
+        "end_to_end_tok_s": n / (ended - started),
+        "windows": n_windows,
+        "peak_device_mb": device_memory_peak_mb(device),
+        **rss.report(),
+    }
 
 
 def load_delphi_cache():
@@ -347,8 +406,12 @@ def time_delphi(cache_module, setup: Setup, features: list[int] | None, device: 
     hook = setup.sae.cfg.hook_name
     filters = None if features is None else {hook: torch.tensor(features, device=device)}
     sae = setup.sae
-    cache = cache_module.LatentCache(DelphiModelView(setup.model, hook), {hook: lambda x: sae.encode(x)},
-                                     batch_size=setup.batch_size, filters=filters)
+    cache = cache_module.LatentCache(
+        DelphiModelView(setup.model, hook),
+        {hook: lambda x: sae.encode(x)},
+        batch_size=setup.batch_size,
+        filters=filters,
+    )
     tokens_NL = setup.tokens_NL[: max(1, n_tokens // setup.tokens_NL.shape[1] // setup.batch_size) * setup.batch_size]
     device_memory_start(device)
     with RSSWatch() as rss:
@@ -361,10 +424,16 @@ def time_delphi(cache_module, setup: Setup, features: list[int] | None, device: 
     n_nonzero = int(kept.latent_locations[hook].shape[0])
     kept_bytes = sum(t[hook].nbytes for t in (kept.latent_locations, kept.latent_activations, kept.tokens))
     del cache, kept
-    out = {"features": setup.sae.cfg.d_sae if features is None else len(features), "tokens": tokens_NL.numel(),
-           "seconds": seconds, "tok_s": tokens_NL.numel() / seconds, "nonzeros_kept": n_nonzero,
-           "kept_mb_per_1m_tokens": kept_bytes / 2**20 / tokens_NL.numel() * 1e6,
-           "peak_device_mb": device_memory_peak_mb(device), **rss.report()}
+    out = {
+        "features": setup.sae.cfg.d_sae if features is None else len(features),
+        "tokens": tokens_NL.numel(),
+        "seconds": seconds,
+        "tok_s": tokens_NL.numel() / seconds,
+        "nonzeros_kept": n_nonzero,
+        "kept_mb_per_1m_tokens": kept_bytes / 2**20 / tokens_NL.numel() * 1e6,
+        "peak_device_mb": device_memory_peak_mb(device),
+        **rss.report(),
+    }
     out["rss_peak_growth_mb_per_1m_tokens"] = out["rss_peak_growth_mb"] / tokens_NL.numel() * 1e6
     return out
 
@@ -406,26 +475,46 @@ def run_config(setup: Setup, args, device: str, delphi) -> dict:
         if kind == "ours":
             row["end_to_end_ratio"] = row["end_to_end_tok_s"] / reference
         rows.append(row)
-        log(f"{kind} {row['features']} features: {rate:,.0f} tok/s, ratio {row['ratio']:.3f}; "
-            f"forward {forwards[-1]['tok_s']:,.0f} tok/s")
+        log(
+            f"{kind} {row['features']} features: {rate:,.0f} tok/s, ratio {row['ratio']:.3f}; "
+            f"forward {forwards[-1]['tok_s']:,.0f} tok/s"
+        )
         gc.collect()
-    return {"config": setup.name, "hook": setup.sae.cfg.hook_name, "architecture": setup.sae.cfg.architecture,
-            "d_sae": d_sae, "d_model": setup.model.cfg.d_model, "l0": l0, "tokens": setup.tokens_NL.numel(),
-            "batch": setup.batch_size, "context": setup.tokens_NL.shape[1], "dtype": str(setup.model.cfg.dtype),
-            "notes": setup.notes, "forward": forwards, "passes": rows}
+    return {
+        "config": setup.name,
+        "hook": setup.sae.cfg.hook_name,
+        "architecture": setup.sae.cfg.architecture,
+        "d_sae": d_sae,
+        "d_model": setup.model.cfg.d_model,
+        "l0": l0,
+        "tokens": setup.tokens_NL.numel(),
+        "batch": setup.batch_size,
+        "context": setup.tokens_NL.shape[1],
+        "dtype": str(setup.model.cfg.dtype),
+        "notes": setup.notes,
+        "forward": forwards,
+        "passes": rows,
+    }
 
 
 # ---- report --------------------------------------------------------------------------------------
 
 
 def hardware(device: str) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cpu_threads_torch": torch.get_num_threads(), "logical_cpus": os.cpu_count(),
-            "physical_cores": psutil.cpu_count(logical=False), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads_torch": torch.get_num_threads(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines()
-                                  if ln.startswith("Model name")), platform.processor())
+        info["cpu_model"] = next(
+            (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")),
+            platform.processor(),
+        )
     except OSError:
         info["cpu_model"] = platform.processor()
     if device.startswith("cuda"):
@@ -458,28 +547,74 @@ def markdown(results: list[dict], device: str) -> str:
         for row in result["passes"]:
             memory = [f"{row['peak_device_mb']:,.0f}"] if gpu else []
             if row["kind"] == "ours":
-                ours_rows.append([
-                    result["config"], f"{result['d_sae']:,}", f"{result['l0']:.0f}",
-                    f"{result['tokens']:,} ({result['batch']} x {result['context']})", f"{row['features']:,}",
-                    fmt_rate(row["forward_tok_s"]), fmt_rate(row["stream_tok_s"]), f"**{row['ratio']:.2f}**",
-                    f"{row['finish_seconds']:.1f}", f"{row['end_to_end_ratio']:.2f}",
-                    f"{row['rss_peak_growth_mb']:,.0f}", *memory])
+                ours_rows.append(
+                    [
+                        result["config"],
+                        f"{result['d_sae']:,}",
+                        f"{result['l0']:.0f}",
+                        f"{result['tokens']:,} ({result['batch']} x {result['context']})",
+                        f"{row['features']:,}",
+                        fmt_rate(row["forward_tok_s"]),
+                        fmt_rate(row["stream_tok_s"]),
+                        f"**{row['ratio']:.2f}**",
+                        f"{row['finish_seconds']:.1f}",
+                        f"{row['end_to_end_ratio']:.2f}",
+                        f"{row['rss_peak_growth_mb']:,.0f}",
+                        *memory,
+                    ]
+                )
             else:
                 mine = ours.get(row["features"])
-                delphi_rows.append([
-                    result["config"], f"{row['features']:,}" + ("" if row["features"] == result["d_sae"] else " (filter)"),
-                    f"{row['tokens']:,}", fmt_rate(row["forward_tok_s"]), fmt_rate(row["tok_s"]), f"{row['ratio']:.2f}",
-                    f"{mine['ratio']:.2f}" if mine else "-",
-                    f"{mine['stream_tok_s'] / row['tok_s']:.1f}x" if mine else "-",
-                    f"{row['rss_peak_growth_mb']:,.0f}", f"{row['kept_mb_per_1m_tokens']:,.0f}", *memory])
+                delphi_rows.append(
+                    [
+                        result["config"],
+                        f"{row['features']:,}" + ("" if row["features"] == result["d_sae"] else " (filter)"),
+                        f"{row['tokens']:,}",
+                        fmt_rate(row["forward_tok_s"]),
+                        fmt_rate(row["tok_s"]),
+                        f"{row['ratio']:.2f}",
+                        f"{mine['ratio']:.2f}" if mine else "-",
+                        f"{mine['stream_tok_s'] / row['tok_s']:.1f}x" if mine else "-",
+                        f"{row['rss_peak_growth_mb']:,.0f}",
+                        f"{row['kept_mb_per_1m_tokens']:,.0f}",
+                        *memory,
+                    ]
+                )
     gpu_head = ["peak GPU MB"] if gpu else []
-    lines = table(["config", "d_sae", "L0", "tokens (batch x ctx)", "features tracked", "forward tok/s",
-                   "sampler tok/s (streaming)", "ratio", "finish s", "end-to-end ratio", "host RSS peak growth MB",
-                   *gpu_head], ours_rows)
+    lines = table(
+        [
+            "config",
+            "d_sae",
+            "L0",
+            "tokens (batch x ctx)",
+            "features tracked",
+            "forward tok/s",
+            "sampler tok/s (streaming)",
+            "ratio",
+            "finish s",
+            "end-to-end ratio",
+            "host RSS peak growth MB",
+            *gpu_head,
+        ],
+        ours_rows,
+    )
     if delphi_rows:
-        lines += [""] + table(["config", "features", "tokens", "forward tok/s", "delphi tok/s", "delphi ratio",
-                               "our ratio", "ours / delphi", "host RSS peak growth MB", "host MB kept per 1M tokens",
-                               *gpu_head], delphi_rows)
+        lines += [""] + table(
+            [
+                "config",
+                "features",
+                "tokens",
+                "forward tok/s",
+                "delphi tok/s",
+                "delphi ratio",
+                "our ratio",
+                "ours / delphi",
+                "host RSS peak growth MB",
+                "host MB kept per 1M tokens",
+                *gpu_head,
+            ],
+            delphi_rows,
+        )
     return "\n".join(lines)
 
 
@@ -492,10 +627,17 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--n-chosen", type=int, default=500, help="features in the 'chosen' passes")
     parser.add_argument("--skip-delphi", action="store_true")
-    parser.add_argument("--delphi-tokens", type=int, default=None,
-                        help="tokens for delphi's passes (default: all on CPU, 131,072 on GPU: it is ~100x slower)")
-    parser.add_argument("--full-depth", action="store_true",
-                        help="build every layer of the random models (default: on GPU only; none past the hook runs)")
+    parser.add_argument(
+        "--delphi-tokens",
+        type=int,
+        default=None,
+        help="tokens for delphi's passes (default: all on CPU, 131,072 on GPU: it is ~100x slower)",
+    )
+    parser.add_argument(
+        "--full-depth",
+        action="store_true",
+        help="build every layer of the random models (default: on GPU only; none past the hook runs)",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     device = args.device
@@ -527,14 +669,21 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.empty_cache()
 
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": device,
-              "hardware": hardware(device), "n_chosen": args.n_chosen,
-              "total_seconds": time.perf_counter() - started, "results": results}
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": device,
+        "hardware": hardware(device),
+        "n_chosen": args.n_chosen,
+        "total_seconds": time.perf_counter() - started,
+        "results": results,
+    }
     print(markdown(results, device))
     print(f"\n{json.dumps(report['hardware'])}\ntotal {report['total_seconds']:.0f} s")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x)))
+        Path(args.out).write_text(
+            json.dumps(report, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x))
+        )
 
 
 if __name__ == "__main__":

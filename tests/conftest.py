@@ -26,6 +26,16 @@ def tiny_model():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=64, d_head=4, n_heads=4, d_mlp=32, d_vocab=300,
-                                  act_fn="gelu", normalization_type="LN", model_name="tiny-random")
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        n_ctx=64,
+        d_head=4,
+        n_heads=4,
+        d_mlp=32,
+        d_vocab=300,
+        act_fn="gelu",
+        normalization_type="LN",
+        model_name="tiny-random",
+    )
     return HookedTransformer(cfg).eval()

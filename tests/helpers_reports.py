@@ -138,9 +138,7 @@ def _scores(rng: random.Random, windows: list[Window], max_activation: float, no
     held_out = [w for w in windows if w.split == "score"]
     preds = []
     for w in held_out:
-        preds.append(
-            [min(10.0, max(0.0, round(10 * a / max_activation + rng.gauss(0, noise)))) for a in w.activations]
-        )
+        preds.append([min(10.0, max(0.0, round(10 * a / max_activation + rng.gauss(0, noise)))) for a in w.activations])
     scores = score_feature(
         [w.activations for w in held_out],
         preds,
@@ -169,9 +167,7 @@ def make_report(
     out: list[Window] = []
     context = feature * 1000
 
-    def add(
-        group: str, split: str, peak: float, interval: int | None = None, forced: tuple[str, ...] = ()
-    ) -> None:
+    def add(group: str, split: str, peak: float, interval: int | None = None, forced: tuple[str, ...] = ()) -> None:
         nonlocal context
         context += 1
         out.append(_window(rng, feature, context, group, split, peak, concept, interval, forced))

@@ -210,9 +210,7 @@ class LoopbackServer:
         model = self.model or body.get("model", "loopback")
         if kind == "anthropic":
             uncached, read, write = self._cached_anthropic(body)
-            stop_reason = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}[
-                finish
-            ]
+            stop_reason = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}[finish]
             return {
                 "id": "msg_loopback",
                 "type": "message",

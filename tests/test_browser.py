@@ -189,9 +189,7 @@ class Page:
         """The whole page down to max_height CSS pixels, as PNG."""
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
-        data = self.call(
-            "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}
-        )
+        data = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data["data"]))
 
@@ -218,9 +216,7 @@ class Page:
 
 
 REPORTS = make_reports(40) + [hostile_report()] + edge_reports(900)
-VISIBLE_ROWS = (
-    "[...document.querySelectorAll('#feature-rows tr[data-feature]')].filter(r => !r.hidden).length"
-)
+VISIBLE_ROWS = "[...document.querySelectorAll('#feature-rows tr[data-feature]')].filter(r => !r.hidden).length"
 
 
 @pytest.fixture(scope="module")
@@ -270,9 +266,7 @@ def test_list_renders_and_search_filters(page: Page, site: Path) -> None:
     page.call("Input.insertText", {"text": "666"})
     assert page.js(VISIBLE_ROWS) == 1
     assert (
-        page.js(
-            "[...document.querySelectorAll('#feature-rows tr[data-feature]')].find(r => !r.hidden).dataset.feature"
-        )
+        page.js("[...document.querySelectorAll('#feature-rows tr[data-feature]')].find(r => !r.hidden).dataset.feature")
         == "666"
     )
 
@@ -290,9 +284,7 @@ def test_feature_page_shows_every_window_token(page: Page) -> None:
     show(page, f"#feature-{report.feature}")
     assert page.js("document.getElementById('list-view').hidden") is True
     assert page.js("document.querySelector('#feature-view h2').textContent") == f"Feature {report.feature}"
-    assert (
-        page.js("document.querySelector('#feature-view .explanation').textContent") == report.explanation.text
-    )
+    assert page.js("document.querySelector('#feature-view .explanation').textContent") == report.explanation.text
     assert page.js("document.querySelectorAll('#feature-view .tok').length") == sum(
         len(w.tokens) for w in report.windows
     )
@@ -300,12 +292,8 @@ def test_feature_page_shows_every_window_token(page: Page) -> None:
         windows = [w for w in report.windows if w.split == split]
         selector = f"#feature-view section[data-split={split}]"
         assert page.js(f"document.querySelectorAll('{selector} .window').length") == len(windows)
-        assert page.js(f"document.querySelectorAll('{selector} .tok').length") == sum(
-            len(w.tokens) for w in windows
-        )
-    labels = page.js(
-        "[...document.querySelectorAll('#feature-view .group-label')].map(e => e.firstChild.textContent)"
-    )
+        assert page.js(f"document.querySelectorAll('{selector} .tok').length") == sum(len(w.tokens) for w in windows)
+    labels = page.js("[...document.querySelectorAll('#feature-view .group-label')].map(e => e.firstChild.textContent)")
     assert labels == [
         "top",
         "interval 2",
@@ -357,7 +345,8 @@ def test_hostile_text_is_shown_and_never_run(page: Page) -> None:
         assert tokens.count(token) == 2, token  # one window per split carries the hostile tokens
     assert tokens.count("line\u21b5break") == 2 and tokens.count("\u21e5tab") == 2
     width = page.js(
-        "[...document.querySelectorAll('#feature-view .tok')].find(e => e.textContent.startsWith('<img')).getBoundingClientRect().width"
+        "[...document.querySelectorAll('#feature-view .tok')]"
+        ".find(e => e.textContent.startsWith('<img')).getBoundingClientRect().width"
     )
     assert width > 50  # laid out as visible text
     assert len(HOSTILE_TOKENS) == 9

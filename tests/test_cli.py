@@ -65,9 +65,13 @@ def test_bad_job_file_and_bad_setting(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_sae_that_does_not_fit_the_model(capsys, tmp_path):
-    wide = write_sae(tmp_path / "a", "standard", d_in=16, hook_name="blocks.3.hook_resid_post", model_name="smollm2-135m")
+    wide = write_sae(
+        tmp_path / "a", "standard", d_in=16, hook_name="blocks.3.hook_resid_post", model_name="smollm2-135m"
+    )
     code, _, err = run_cli(capsys, "info", "--sae", str(wide))
     assert_clean_error(code, err, "d_in", "16", "576")
-    lost = write_sae(tmp_path / "b", "standard", d_in=576, hook_name="blocks.31.hook_resid_post", model_name="smollm2-135m")
+    lost = write_sae(
+        tmp_path / "b", "standard", d_in=576, hook_name="blocks.31.hook_resid_post", model_name="smollm2-135m"
+    )
     code, _, err = run_cli(capsys, "info", "--sae", str(lost))
     assert_clean_error(code, err, "blocks.31.hook_resid_post", "no such hook")

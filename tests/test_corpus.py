@@ -40,7 +40,10 @@ def test_text_file_folder_and_jsonl(tmp_path):
 def test_saved_hugging_face_dataset(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"content": ["alpha beta", "gamma"]}).save_to_disk(tmp_path / "ds")
-    assert list(iter_documents(CorpusSpec(source=str(tmp_path / "ds"), text_field="content"))) == ["alpha beta", "gamma"]
+    assert list(iter_documents(CorpusSpec(source=str(tmp_path / "ds"), text_field="content"))) == [
+        "alpha beta",
+        "gamma",
+    ]
     with pytest.raises(InputError, match="'text'.*content|content.*'text'"):
         list(iter_documents(CorpusSpec(source=str(tmp_path / "ds"))))
 
@@ -67,15 +70,27 @@ def test_max_tokens_limits_the_contexts(tmp_path):
     [
         (lambda p: None, lambda p: CorpusSpec(source=str(p / "missing.txt")), "missing.txt.*no such file"),
         (lambda p: (p / "e.txt").write_text("   \n"), lambda p: CorpusSpec(source=str(p / "e.txt")), "no text"),
-        (lambda p: (p / "l.txt").write_bytes(b"ok \xff\xfe bad"), lambda p: CorpusSpec(source=str(p / "l.txt")),
-         "l.txt.*not UTF-8 at offset 3"),
-        (lambda p: (p / "d.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n'),
-         lambda p: CorpusSpec(source=str(p / "d.jsonl")), "line 2.*no field 'text'.*body"),
-        (lambda p: (p / "j.jsonl").write_text("{not json\n"), lambda p: CorpusSpec(source=str(p / "j.jsonl")),
-         "line 1.*invalid JSON"),
+        (
+            lambda p: (p / "l.txt").write_bytes(b"ok \xff\xfe bad"),
+            lambda p: CorpusSpec(source=str(p / "l.txt")),
+            "l.txt.*not UTF-8 at offset 3",
+        ),
+        (
+            lambda p: (p / "d.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n'),
+            lambda p: CorpusSpec(source=str(p / "d.jsonl")),
+            "line 2.*no field 'text'.*body",
+        ),
+        (
+            lambda p: (p / "j.jsonl").write_text("{not json\n"),
+            lambda p: CorpusSpec(source=str(p / "j.jsonl")),
+            "line 1.*invalid JSON",
+        ),
         (lambda p: (p / "empty").mkdir(), lambda p: CorpusSpec(source=str(p / "empty")), "no text files"),
-        (lambda p: (p / "s.txt").write_text("abc"), lambda p: CorpusSpec(source=str(p / "s.txt")),
-         "4 tokens.*at least one context of 8"),
+        (
+            lambda p: (p / "s.txt").write_text("abc"),
+            lambda p: CorpusSpec(source=str(p / "s.txt")),
+            "4 tokens.*at least one context of 8",
+        ),
     ],
 )
 def test_bad_corpus_input_names_the_file_and_what_was_expected(tmp_path, setup, spec, message):

@@ -172,9 +172,7 @@ def test_parse_explanation_caps_length_at_a_word() -> None:
     assert len(text) <= MAX_EXPLANATION_CHARS and text.endswith("word")
 
 
-@pytest.mark.parametrize(
-    "answer", ["", "   \n  ", "Explanation:", "**Explanation:**", '""', "<think>x</think>"]
-)
+@pytest.mark.parametrize("answer", ["", "   \n  ", "Explanation:", "**Explanation:**", '""', "<think>x</think>"])
 def test_parse_explanation_rejects_empty_answers(answer: str) -> None:
     with pytest.raises(ValueError):
         parse_explanation(answer)
@@ -283,14 +281,10 @@ def test_a_failed_call_is_an_explanation_failure_with_its_record() -> None:
     server = start_loopback(faults=["401"])
     try:
         with pytest.raises(ExplanationFailure, match="401") as info:
-            asyncio.run(
-                explain_feature(anthropic_backend(server), make_sample(golden_explain_windows()), cfg())
-            )
+            asyncio.run(explain_feature(anthropic_backend(server), make_sample(golden_explain_windows()), cfg()))
     finally:
         server.stop()
-    assert (
-        len(info.value.calls) == 1 and info.value.calls[0].error and info.value.calls[0].response_text is None
-    )
+    assert len(info.value.calls) == 1 and info.value.calls[0].error and info.value.calls[0].response_text is None
 
 
 # ------------------------------------------------------------------------------------------- best of n

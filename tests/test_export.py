@@ -95,9 +95,7 @@ def validate_saedashboard(doc: Any) -> None:
         assert feature["scores"] is None or set(feature["scores"]) == set(COLUMNS)
         for act in feature["activations"]:
             assert {"bin_min", "bin_max", "bin_contains", "tokens", "values", "group", "split"} <= set(act)
-            assert (
-                is_number(act["bin_min"]) and is_number(act["bin_max"]) and act["bin_min"] <= act["bin_max"]
-            )
+            assert is_number(act["bin_min"]) and is_number(act["bin_max"]) and act["bin_min"] <= act["bin_max"]
             assert act["bin_contains"] is None or 0 <= act["bin_contains"] <= 1
             assert all(isinstance(t, str) for t in act["tokens"])
             assert len(act["values"]) == len(act["tokens"]) and all(is_number(v) for v in act["values"])
@@ -122,9 +120,7 @@ def validate_jsonl_record(record: Any) -> None:
     } <= set(record)
     assert isinstance(record["feature"], int) and isinstance(record["run_id"], str)
     if record["explanation"] is not None:
-        assert isinstance(record["explanation"]["text"], str) and isinstance(
-            record["explanation"]["backend"], str
-        )
+        assert isinstance(record["explanation"]["text"], str) and isinstance(record["explanation"]["backend"], str)
     if record["scores"] is not None:
         assert set(record["scores"]) == set(COLUMNS)
         assert len(record["score_details"]["details"]["reliability"]) == 11
@@ -233,9 +229,7 @@ def test_neuronpedia_default_activation_from_windows(tmp_path: Path) -> None:
         assert act["tokens"] == window.tokens and act["values"] == window.activations
     top = [a for a, w in zip(acts, report.windows, strict=True) if w.group == "top"]
     assert {a["quantileMax"] for a in top} == {report.stats.max_activation}
-    assert {a["quantileMin"] for a in top} == {
-        min(w.max_activation for w in report.windows if w.group == "top")
-    }
+    assert {a["quantileMin"] for a in top} == {min(w.max_activation for w in report.windows if w.group == "top")}
 
 
 def test_neuronpedia_cuts_long_windows_and_fills_empty_tokens(tmp_path: Path) -> None:
@@ -278,9 +272,7 @@ def test_neuronpedia_cuts_long_windows_and_fills_empty_tokens(tmp_path: Path) ->
 
 def test_neuronpedia_names(tmp_path: Path) -> None:
     reports = make_reports(3)
-    body = json.loads(
-        export("neuronpedia", reports, tmp_path, model_id="GPT2-Small", source="6-res-JB")[0].read_text()
-    )
+    body = json.loads(export("neuronpedia", reports, tmp_path, model_id="GPT2-Small", source="6-res-JB")[0].read_text())
     assert (body["modelId"], body["source"]) == ("gpt2-small", "6-res-jb")
     reports[1].model_name = "other/model"
     with pytest.raises(InputError, match=r"model_name.*model_id="):

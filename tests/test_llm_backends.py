@@ -61,9 +61,7 @@ def backend_for(kind: str, server: LoopbackServer, model: str | None = None, **k
     kwargs.setdefault("retry_max_wait_s", 0.05)
     kwargs.setdefault("timeout_s", 5.0)
     if kind == "anthropic":
-        return make_backend(
-            f"anthropic:{model or 'claude-haiku-4-5'}@{server.url}", api_key=ANTHROPIC_KEY, **kwargs
-        )
+        return make_backend(f"anthropic:{model or 'claude-haiku-4-5'}@{server.url}", api_key=ANTHROPIC_KEY, **kwargs)
     return make_backend(f"openai:{model or 'gpt-4o-mini'}@{server.openai_url}", api_key=OPENAI_KEY, **kwargs)
 
 
@@ -96,9 +94,7 @@ def test_normal_answer(kind: str, loopback: LoopbackServer) -> None:
     assert response.model == backend.model
     assert loopback.count == 1 and loopback.requests[0].kind == kind
     assert backend.n_calls == 1 and backend.total_usage == response.usage
-    assert (
-        backend.total_cost_usd == pytest.approx(backend.cost(response.usage)) and backend.total_cost_usd > 0
-    )
+    assert backend.total_cost_usd == pytest.approx(backend.cost(response.usage)) and backend.total_cost_usd > 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -576,9 +572,7 @@ def test_price_overrides_dict_json_toml(tmp_path) -> None:
 
 
 def test_backend_cost_uses_overrides(loopback: LoopbackServer) -> None:
-    backend = backend_for(
-        "openai", loopback, model="my-model", prices={"my-model": {"input": 1e6, "output": 0}}
-    )
+    backend = backend_for("openai", loopback, model="my-model", prices={"my-model": {"input": 1e6, "output": 0}})
     response = run(backend.complete(request()))
     assert backend.price_known
     assert backend.cost(response.usage) == pytest.approx(

@@ -33,9 +33,7 @@ def features() -> list[tuple[list, list]]:
     dog = (
         [
             make_window(["The", " dog", " barked", " at", " the", " cat", "."], [0, 5.0, 0, 0, 0, 1.0, 0]),
-            make_window(
-                ["A", " dog", " is", " a", " loyal", " friend", "\n"], [0, 4.0, 0, 0, 0, 0, 0], context_id=1
-            ),
+            make_window(["A", " dog", " is", " a", " loyal", " friend", "\n"], [0, 4.0, 0, 0, 0, 0, 0], context_id=1),
         ],
         [
             make_window(["My", " dog", " sleeps", "."], [0, 4.5, 0, 0], split="score", context_id=2),
@@ -78,16 +76,11 @@ def test_explain_and_simulate_two_features_end_to_end(backend: LocalBackend) -> 
 
     for explanation, explain_calls, simulation, sim_calls, windows in asyncio.run(run_all()):
         assert explanation.text and len(explanation.text) <= 200 and explanation.backend == "local"
-        assert (
-            explain_calls[-1].ok
-            and explanation.usage.input_tokens + explanation.usage.cached_input_tokens > 500
-        )
+        assert explain_calls[-1].ok and explanation.usage.input_tokens + explanation.usage.cached_input_tokens > 500
         assert simulation.mode == "logprob" and len(sim_calls) == 1
         assert [len(p) for p in simulation.predictions] == [len(w.tokens) for w in windows]
         assert all(0.0 <= p <= 10.0 and math.isfinite(p) for row in simulation.predictions for p in row)
-        assert (
-            len({p for row in simulation.predictions for p in row}) > 1
-        )  # a distribution per slot, not a constant
+        assert len({p for row in simulation.predictions for p in row}) > 1  # a distribution per slot, not a constant
 
 
 def test_slot_distributions_do_not_depend_on_the_filler(backend: LocalBackend) -> None:

@@ -27,8 +27,15 @@ N_FEATURES = 120
 @pytest.fixture(scope="session")
 def sampled(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    sae = write_sae(root, "jumprelu", d_in=576, d_sae=256, hook_name="blocks.3.hook_resid_post",
-                    model_name="smollm2-135m", context_size=64)
+    sae = write_sae(
+        root,
+        "jumprelu",
+        d_in=576,
+        d_sae=256,
+        hook_name="blocks.3.hook_resid_post",
+        model_name="smollm2-135m",
+        context_size=64,
+    )
     run_dir = root / "sampled"
     argv = ["--sae", str(sae), "--n-tokens", "4000", "--n-features", str(N_FEATURES), "--run-dir", str(run_dir)]
     assert main(["sample", *argv]) == 0
@@ -42,8 +49,14 @@ def copy_run(sampled, target: Path) -> list[str]:
 
 
 def cli(*argv, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "autointerp.cli", *argv], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "autointerp.cli", *argv],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def rows(run_dir: Path, sql: str) -> list[tuple]:
@@ -116,8 +129,16 @@ def test_faults_are_recorded_per_feature_and_retry_failed_completes_them(sampled
 
 def test_a_run_directory_from_another_sae_is_refused(sampled, tmp_path, capsys):
     argv = copy_run(sampled, tmp_path / "other")
-    other_sae = write_sae(tmp_path / "sae2", "jumprelu", d_in=576, d_sae=256, hook_name="blocks.3.hook_resid_post",
-                          model_name="smollm2-135m", context_size=64, seed=7)
+    other_sae = write_sae(
+        tmp_path / "sae2",
+        "jumprelu",
+        d_in=576,
+        d_sae=256,
+        hook_name="blocks.3.hook_resid_post",
+        model_name="smollm2-135m",
+        context_size=64,
+        seed=7,
+    )
     argv[argv.index("--sae") + 1] = str(other_sae)
     before = (tmp_path / "other" / "autointerp.sqlite").read_bytes()
     code = main(["run", *argv, "--explainer", "baseline", "--simulator", "baseline"])
@@ -154,10 +175,15 @@ def test_read_only_run_directory_gives_a_clear_error_and_keeps_the_data(sampled,
     for p in run_dir.iterdir():
         os.chmod(p, 0o444)
     try:
-        command = " ".join([sys.executable, "-m", "autointerp.cli", "run", *argv, "--explainer", "baseline",
-                            "--simulator", "baseline"])
-        proc = subprocess.run(["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", command],
-                              capture_output=True, text=True, timeout=300)
+        command = " ".join(
+            [sys.executable, "-m", "autointerp.cli", "run", *argv, "--explainer", "baseline", "--simulator", "baseline"]
+        )
+        proc = subprocess.run(
+            ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.chmod(run_dir, 0o755)
     assert proc.returncode != 0

@@ -40,9 +40,7 @@ def saelens_sae(architecture: str, **cfg_kwargs):
     sae_cls, cfg_cls = (getattr(sae_lens, name) for name in SAELENS_CLASSES[architecture])
     if architecture == "topk":
         cfg_kwargs.setdefault("k", 8)
-    metadata = SAEMetadata(
-        model_name="gpt2", hook_name="blocks.3.hook_resid_post", prepend_bos=False, context_size=128
-    )
+    metadata = SAEMetadata(model_name="gpt2", hook_name="blocks.3.hook_resid_post", prepend_bos=False, context_size=128)
     cfg = cfg_cls(d_in=D_IN, d_sae=D_SAE, metadata=metadata, **cfg_kwargs)
     sae = sae_cls(cfg)
     sae.load_state_dict(random_weights(architecture, D_IN, D_SAE, seed=3))
@@ -280,9 +278,7 @@ def test_sparsity_file_is_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("architecture", ARCHS)
 def test_save_load_round_trip(tmp_path: Path, architecture: str) -> None:
-    sae = make_sae(
-        architecture, seed=2, model_name="pythia", context_size=64, model_from_pretrained_kwargs={"a": 1}
-    )
+    sae = make_sae(architecture, seed=2, model_name="pythia", context_size=64, model_from_pretrained_kwargs={"a": 1})
     sae.log10_density = torch.linspace(-6, 0, D_SAE)
     loaded = load_sae(sae.save(tmp_path / "out"))
     assert loaded.cfg.model_dump(exclude={"path"}) == sae.cfg.model_dump(exclude={"path"})

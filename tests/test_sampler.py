@@ -34,9 +34,19 @@ def decode(ids):
     return [f"t{i}" for i in ids]
 
 
-CFG = SamplerConfig(window_size=8, window_left=5, n_top_explain=4, n_top_score=3, n_intervals=3,
-                    per_interval_explain=2, per_interval_score=1, n_random_score=3, n_nonactivating_score=3,
-                    interval_grid=16, seed=3)
+CFG = SamplerConfig(
+    window_size=8,
+    window_left=5,
+    n_top_explain=4,
+    n_top_score=3,
+    n_intervals=3,
+    per_interval_explain=2,
+    per_interval_score=1,
+    n_random_score=3,
+    n_nonactivating_score=3,
+    interval_grid=16,
+    seed=3,
+)
 
 
 def test_statistics_and_top_k_match_brute_force():
@@ -136,9 +146,19 @@ def test_interval_and_random_draws_are_uniform():
     # Peaks 1..8 spread evenly; the context with peak 10 pins the max (and is the only top window).
     acts[:, 3, 0] = torch.tensor([1.0 + (c % 8) for c in range(n_contexts)])
     acts[0, 3, 0] = 10.0
-    cfg = SamplerConfig(window_size=6, window_left=2, n_top_explain=0, n_top_score=1, n_intervals=1,
-                        per_interval_explain=0, per_interval_score=1, n_random_score=1, n_nonactivating_score=0,
-                        interval_grid=16, explain_fraction=0.01)
+    cfg = SamplerConfig(
+        window_size=6,
+        window_left=2,
+        n_top_explain=0,
+        n_top_score=1,
+        n_intervals=1,
+        per_interval_explain=0,
+        per_interval_score=1,
+        n_random_score=1,
+        n_nonactivating_score=0,
+        interval_grid=16,
+        explain_fraction=0.01,
+    )
     interval_counts = np.zeros(n_contexts)
     random_counts = np.zeros(n_contexts)
     for seed in range(300):

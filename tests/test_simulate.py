@@ -125,9 +125,7 @@ def test_expected_level_is_normalised_over_the_eleven_levels() -> None:
     # other tokens are ignored and the levels renormalised
     assert expected_level({"3": math.log(0.2), "x": math.log(0.6), "5": math.log(0.2)}) == pytest.approx(4.0)
     # whitespace around a level token counts as that level; duplicates add up
-    assert expected_level({"\t7": math.log(0.25), "7": math.log(0.25), " 1": math.log(0.5)}) == pytest.approx(
-        4.0
-    )
+    assert expected_level({"\t7": math.log(0.25), "7": math.log(0.25), " 1": math.log(0.5)}) == pytest.approx(4.0)
     assert expected_level({"9": -0.01}) == pytest.approx(9.0)
     with pytest.raises(ValueError, match="no level"):
         expected_level({"dog": -0.1, "11": -1.0})
@@ -186,9 +184,7 @@ def test_parse_listing_splits_one_and_ten_for_digit_tokenizers() -> None:
 )
 def test_parse_listing_rejects_answers_that_do_not_match_the_excerpts(text: str, problem: str) -> None:
     tokens = [["A", " dog"], ["\n"]]
-    response = LLMResponse(
-        text=text, logprobs=[TokenLogprob(token=text, logprob=-0.1)], usage=Usage(), model="m"
-    )
+    response = LLMResponse(text=text, logprobs=[TokenLogprob(token=text, logprob=-0.1)], usage=Usage(), model="m")
     with pytest.raises(ValueError, match=problem):
         parse_listing(response, tokens)
 
@@ -229,9 +225,7 @@ def test_prompt_never_says_how_many_windows_fire() -> None:
     windows = dog_windows()
     silent = [make_window(w.tokens, [0.0] * len(w.tokens), split="score") for w in windows]
     for mode in ("logprob", "sampled"):
-        assert build_simulation_request("dogs", windows, mode) == build_simulation_request(
-            "dogs", silent, mode
-        )
+        assert build_simulation_request("dogs", windows, mode) == build_simulation_request("dogs", silent, mode)
 
 
 def test_explanation_is_put_on_one_line() -> None:
@@ -342,20 +336,12 @@ def listing_responder(kind: str, body: dict) -> dict:
     user = body["messages"][-1]["content"]
     token_lists = [[line for line in block.split("\n")[1:] if line] for block in user.split("\n\n")[1:]]
     entries = []
-    for prefix in listing_slot_prefixes(
-        [[t.replace("↵", "\n").replace("⇥", "\t") for t in ts] for ts in token_lists]
-    ):
+    for prefix in listing_slot_prefixes([[t.replace("↵", "\n").replace("⇥", "\t") for t in ts] for ts in token_lists]):
         entries += [
-            {"token": p, "logprob": -0.01, "top": {p: -0.01}}
-            for p in prefix.replace("\t", "\x00\t").split("\x00")
-            if p
+            {"token": p, "logprob": -0.01, "top": {p: -0.01}} for p in prefix.replace("\t", "\x00\t").split("\x00") if p
         ]
         line = prefix.rstrip("\t").rsplit("\n", 1)[-1]
-        top = (
-            {"9": math.log(0.8), "8": math.log(0.2)}
-            if line == " dog"
-            else {"0": math.log(0.7), "1": math.log(0.3)}
-        )
+        top = {"9": math.log(0.8), "8": math.log(0.2)} if line == " dog" else {"0": math.log(0.7), "1": math.log(0.3)}
         best = max(top, key=top.__getitem__)
         entries.append({"token": best, "logprob": top[best], "top": top})
     return {"text": "".join(e["token"] for e in entries), "logprobs": entries}
@@ -371,9 +357,7 @@ def test_logprob_mode_through_the_openai_sdk() -> None:
     finally:
         server.stop()
     assert simulation.mode == "logprob" and len(calls) == 1
-    expected = [
-        [pytest.approx(8.8) if t == " dog" else pytest.approx(0.3) for t in w.tokens] for w in windows
-    ]
+    expected = [[pytest.approx(8.8) if t == " dog" else pytest.approx(0.3) for t in w.tokens] for w in windows]
     assert simulation.predictions == expected
 
 

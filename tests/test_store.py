@@ -24,9 +24,7 @@ RUN = "run-1"
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def make_window(
-    feature: int, idx: int, group: str, split: str, peak: float, interval: int | None = None
-) -> Window:
+def make_window(feature: int, idx: int, group: str, split: str, peak: float, interval: int | None = None) -> Window:
     acts = [0.0, peak, peak / 2, 0.0]
     return Window(
         feature=feature,
@@ -69,9 +67,7 @@ def make_predictions(sample: FeatureSample, noise: float, seed: int = 0) -> list
     rng = np.random.default_rng(seed)
     max_act = sample.stats.max_activation
     return [
-        np.clip(
-            np.array(w.activations) / max_act * 10 + rng.uniform(-noise, noise, len(w.activations)), 0, 10
-        ).tolist()
+        np.clip(np.array(w.activations) / max_act * 10 + rng.uniform(-noise, noise, len(w.activations)), 0, 10).tolist()
         for w in scoring_windows(sample)
     ]
 
@@ -115,9 +111,7 @@ def score_all(
         f"other:{feature + 1}": make_predictions(sample, 5.0, seed=feature + 2),
     }
     sims = [
-        Simulation(
-            feature=feature, explanation_source=src, backend="b", mode="sampled", predictions=p, cost_usd=0.02
-        )
+        Simulation(feature=feature, explanation_source=src, backend="b", mode="sampled", predictions=p, cost_usd=0.02)
         for src, p in preds.items()
     ]
     scores = {src: make_scores(sample, p) for src, p in preds.items()}
@@ -173,9 +167,7 @@ def test_samples_explanations_and_reports_round_trip(tmp_path):
     assert report.sae_name == "demo-sae"
     assert report.scores["correlation"] == pytest.approx(scores["llm"].correlation)
     assert report.scores["lift"] == pytest.approx(scores["llm"].correlation - scores["baseline"].correlation)
-    assert report.scores["lift_other"] == pytest.approx(
-        scores["llm"].correlation - scores["other:2"].correlation
-    )
+    assert report.scores["lift_other"] == pytest.approx(scores["llm"].correlation - scores["other:2"].correlation)
     assert FeatureScores.model_validate_json(report.scores["json"]) == scores["llm"]
     assert set(report.controls) == {"baseline", "other"}
     assert report.controls["other"]["explanation_source"] == "other:2"
@@ -243,9 +235,7 @@ def test_create_run_twice_and_resume_check(tmp_path):
 
 def test_runs_status_latest_and_training_steps(tmp_path):
     with new_store(tmp_path, training_run="tr", step=100) as store:
-        store.create_run(
-            "run-2", "demo-run", RunConfig(sae="s"), "sae-fp", "c", {}, training_run="tr", step=200
-        )
+        store.create_run("run-2", "demo-run", RunConfig(sae="s"), "sae-fp", "c", {}, training_run="tr", step=200)
         store.set_run_status(RUN, "done")
         assert store.get_run(RUN)["status"] == "done"
         assert store.latest_run_id() == "run-2"
@@ -333,9 +323,7 @@ def test_newer_schema_is_refused(tmp_path):
             RunStore.open(tmp_path, create=create)
 
 
-@pytest.mark.parametrize(
-    "content", [b"this is not a database\n" * 50, b"SQLite format 3\x00" + bytes(range(256)) * 20]
-)
+@pytest.mark.parametrize("content", [b"this is not a database\n" * 50, b"SQLite format 3\x00" + bytes(range(256)) * 20])
 def test_corrupt_file_is_refused_untouched(tmp_path, content):
     path = tmp_path / DB_NAME
     path.write_bytes(content)
@@ -435,9 +423,7 @@ def test_secrets_from_the_environment_are_never_written(tmp_path, monkeypatch):
         store.save_explanation(RUN, expl, calls=[call()])
         store.save_explanation(RUN, make_explanation(0), source="baseline")
         score_all(store, sample)
-        store.record_failure(
-            RUN, 1, "explain", f"401: bad key {secret}", calls=[call(0.0, error=f"key {secret}")]
-        )
+        store.record_failure(RUN, 1, "explain", f"401: bad key {secret}", calls=[call(0.0, error=f"key {secret}")])
         store.set_run_status(RUN, "done")
         assert store.load_explanations(RUN)[0].raw_completion == "my key is [redacted]"
         assert store.load_reports(RUN)[1].errors == ["explain: 401: bad key [redacted]"]

@@ -29,9 +29,7 @@ def write_run(
     """A run whose LLM correlation of each feature is planted (other scores come from score_feature)."""
     densities = densities or {}
     features = sorted({*correlations, *failed})
-    samples = [
-        make_sample(f, n_active=round(densities.get(f, 0.01) * 100_000), n_tokens=100_000) for f in features
-    ]
+    samples = [make_sample(f, n_active=round(densities.get(f, 0.01) * 100_000), n_tokens=100_000) for f in features]
     with RunStore.open(run_dir, create=True) as store:
         store.create_run(
             run_id,
@@ -51,9 +49,7 @@ def write_run(
                 continue
             preds = make_predictions(sample, 1.0, seed=f)
             scores = make_scores(sample, preds).model_copy(update={"correlation": correlations[f]})
-            sim = Simulation(
-                feature=f, explanation_source="llm", backend="b", mode="sampled", predictions=preds
-            )
+            sim = Simulation(feature=f, explanation_source="llm", backend="b", mode="sampled", predictions=preds)
             store.save_scored(run_id, f, [sim], {"llm": scores}, calls=[{"cost_usd": 0.25}])
 
 
@@ -78,9 +74,7 @@ def test_run_table_one_row_per_run(tmp_path):
 def test_run_table_has_a_row_per_training_step(tmp_path):
     write_run(tmp_path, {0: 0.1}, run_id="step-100", step=100)
     with RunStore.open(tmp_path, create=True) as store:
-        store.create_run(
-            "step-200", "step-200", RunConfig(sae="demo"), "sae-fp", "c", {}, training_run="tr", step=200
-        )
+        store.create_run("step-200", "step-200", RunConfig(sae="demo"), "sae-fp", "c", {}, training_run="tr", step=200)
     rows = run_table([tmp_path])
     assert [(r["training_run"], r["step"], r["scored"]) for r in rows] == [("tr", 100, 1), ("tr", 200, 0)]
 

@@ -49,9 +49,7 @@ def embed_json(data: Any) -> str:
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError as error:
-        raise InputError(
-            expected("HTML export data", f"a non-finite number ({error})", "finite numbers")
-        ) from error
+        raise InputError(expected("HTML export data", f"a non-finite number ({error})", "finite numbers")) from error
     for char, escape in (
         ("<", "\\u003c"),
         (">", "\\u003e"),

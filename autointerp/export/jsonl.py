@@ -28,9 +28,7 @@ def feature_record(report: FeatureReport) -> dict[str, Any]:
     """The JSONL object of one feature (the shape in the module doc)."""
     explanation = None
     if report.explanation is not None:
-        explanation = report.explanation.model_dump(
-            include={"text", "backend", "prompt_hash", "usage", "cost_usd"}
-        )
+        explanation = report.explanation.model_dump(include={"text", "backend", "prompt_hash", "usage", "cost_usd"})
     stats = report.stats
     return {
         "run_id": report.run_id,

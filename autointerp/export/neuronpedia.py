@@ -115,9 +115,7 @@ def _activation(window: Window, quantiles: dict[str, float | None]) -> dict[str,
 def feature_entry(report: FeatureReport, method_name: str | None = None) -> dict[str, Any]:
     """The upload-batch entry of one feature (raises InputError for an index the endpoint refuses)."""
     if not 0 <= report.feature <= MAX_FEATURE_INDEX:
-        raise InputError(
-            expected("Neuronpedia export: feature index", str(report.feature), f"0..{MAX_FEATURE_INDEX}")
-        )
+        raise InputError(expected("Neuronpedia export: feature index", str(report.feature), f"0..{MAX_FEATURE_INDEX}"))
     explanations = []
     if report.explanation is not None:
         text = clip_explanation(report.explanation.text)
@@ -166,9 +164,7 @@ def write_neuronpedia(
         batch_size: features per file, 1..128.
     """
     if not 1 <= batch_size <= MAX_FEATURES_PER_BATCH:
-        raise InputError(
-            expected("Neuronpedia export batch_size", str(batch_size), f"1..{MAX_FEATURES_PER_BATCH}")
-        )
+        raise InputError(expected("Neuronpedia export batch_size", str(batch_size), f"1..{MAX_FEATURES_PER_BATCH}"))
     if not reports:
         raise InputError(expected("Neuronpedia export", "no reports", "at least one feature"))
     check_unique_features(reports, "Neuronpedia")

@@ -77,9 +77,7 @@ class AnthropicBackend(LLMBackend):
         try:
             client = anthropic.AsyncAnthropic(api_key=self.options.api_key, **common)
         except anthropic.CredentialsError as exc:  # a named profile or config that cannot be read
-            raise InputError(
-                f"LLM backend {self.name}: Anthropic credentials could not be loaded: {exc}"
-            ) from None
+            raise InputError(f"LLM backend {self.name}: Anthropic credentials could not be loaded: {exc}") from None
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             if self.base_url or os.environ.get("ANTHROPIC_BASE_URL"):
                 # A self-hosted or proxy endpoint may need no key; the SDK insists on one.
@@ -132,9 +130,7 @@ class AnthropicBackend(LLMBackend):
         except anthropic.APIResponseValidationError as exc:
             raise TransientError(f"malformed response: {_first_line(str(exc))}") from None
         except json.JSONDecodeError as exc:  # a 200 whose body is not JSON
-            raise TransientError(
-                f"malformed response: {type(exc).__name__}: {_first_line(str(exc))}"
-            ) from None
+            raise TransientError(f"malformed response: {type(exc).__name__}: {_first_line(str(exc))}") from None
         return self._parse(message)
 
     def _parse(self, message: Any) -> LLMResponse:
@@ -143,9 +139,7 @@ class AnthropicBackend(LLMBackend):
         if not isinstance(content, list) or usage is None:
             raise TransientError("malformed response: no content list or no usage")
         # Thinking blocks (adaptive thinking is on by default on newer models) are not the answer.
-        text = "".join(
-            getattr(block, "text", "") for block in content if getattr(block, "type", None) == "text"
-        )
+        text = "".join(getattr(block, "text", "") for block in content if getattr(block, "type", None) == "text")
         stop_reason = getattr(message, "stop_reason", None)
         return LLMResponse(
             text=text,

@@ -48,12 +48,8 @@ class LLMRequest(BaseModel, frozen=True):
     """
 
     system: str = Field(description="system prompt; first part of the cacheable prefix")
-    prefix: tuple[Message, ...] = Field(
-        default=(), description="few-shot turns shared by every feature (cacheable)"
-    )
-    messages: tuple[Message, ...] = Field(
-        min_length=1, description="the per-feature turns; the last is the user's"
-    )
+    prefix: tuple[Message, ...] = Field(default=(), description="few-shot turns shared by every feature (cacheable)")
+    messages: tuple[Message, ...] = Field(min_length=1, description="the per-feature turns; the last is the user's")
     max_tokens: int = Field(
         default=512, ge=1, description="cap on generated tokens (thinking included where a model thinks)"
     )
@@ -61,9 +57,7 @@ class LLMRequest(BaseModel, frozen=True):
     logprobs: bool = Field(
         default=False, description="ask for per-token logprobs; ignored where supports_logprobs is False"
     )
-    top_logprobs: int = Field(
-        default=0, ge=0, le=20, description="alternatives per token when logprobs is set"
-    )
+    top_logprobs: int = Field(default=0, ge=0, le=20, description="alternatives per token when logprobs is set")
     json_schema: dict[str, Any] | None = Field(
         default=None, description="constrain the answer to this JSON schema where supported"
     )
@@ -76,9 +70,7 @@ class LLMRequest(BaseModel, frozen=True):
     @classmethod
     def _ends_with_user(cls, messages: tuple[Message, ...]) -> tuple[Message, ...]:
         if messages[-1].role != "user":
-            raise ValueError(
-                "the last message must be the user's (use assistant_prefill to start the answer)"
-            )
+            raise ValueError("the last message must be the user's (use assistant_prefill to start the answer)")
         return messages
 
     def prompt_hash(self) -> str:
@@ -142,9 +134,7 @@ class LLMCallError(Exception):
     send); `attempts` counts the tries made. The message is redacted of API keys.
     """
 
-    def __init__(
-        self, backend: str, status: int | None, message: str, attempts: int, secrets: Iterable[str] = ()
-    ):
+    def __init__(self, backend: str, status: int | None, message: str, attempts: int, secrets: Iterable[str] = ()):
         self.backend = backend
         self.status = status
         self.attempts = attempts
@@ -163,7 +153,10 @@ class LLMCallError(Exception):
         return f"{self.backend}: {self.message} ({status}, after {self.attempts} attempt(s))"
 
     def __repr__(self) -> str:
-        return f"LLMCallError(backend={self.backend!r}, status={self.status!r}, message={self.message!r}, attempts={self.attempts})"
+        return (
+            f"LLMCallError(backend={self.backend!r}, status={self.status!r}, "
+            f"message={self.message!r}, attempts={self.attempts})"
+        )
 
 
 @dataclass(frozen=True)
@@ -263,9 +256,7 @@ class LLMBackend(ABC):
         self.n_calls = 0
         self.n_failed = 0
         self._secrets = [s for s in (self.options.api_key, *env_secrets()) if s]
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, max_in_flight={self.max_in_flight})"
@@ -347,12 +338,7 @@ class LLMBackend(ABC):
                 raise self._call_error(exc, attempts) from None
         usage = response.usage
         if state.tokens is not None:
-            used = (
-                usage.input_tokens
-                + usage.cached_input_tokens
-                + usage.cache_write_tokens
-                + usage.output_tokens
-            )
+            used = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens + usage.output_tokens
             state.tokens.adjust(used - estimate)
         self.n_calls += 1
         self.total_usage = self.total_usage + usage

@@ -91,9 +91,7 @@ def format_baseline(tokens: Sequence[tuple[str, int]]) -> str:
 def parse_baseline(text: str) -> list[tuple[str, int]]:
     """The (token, level) pairs of a baseline explanation; ValueError for any other text."""
     if not text.startswith(BASELINE_LABEL):
-        raise ValueError(
-            f"not a baseline explanation (expected it to start with {BASELINE_LABEL!r}): {text[:80]!r}"
-        )
+        raise ValueError(f"not a baseline explanation (expected it to start with {BASELINE_LABEL!r}): {text[:80]!r}")
     rest = text[len(BASELINE_LABEL) :].strip()
     if rest == "none":
         return []

@@ -126,9 +126,7 @@ class _SlotScorer:
         (self.filler_id,) = self.tokenizer.encode(SLOT_FILLER, add_special_tokens=False)
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", CONTEXT_TOKENS))
 
-    def score(
-        self, messages: list[dict[str, str]], slot_prefixes: Sequence[str]
-    ) -> tuple[list[dict[str, float]], int]:
+    def score(self, messages: list[dict[str, str]], slot_prefixes: Sequence[str]) -> tuple[list[dict[str, float]], int]:
         """Level log-probabilities at every slot, and the number of tokens run through the model."""
         torch = self.torch
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -161,9 +159,7 @@ class _SlotScorer:
                 use_cache=False,
             )
             logits = out.logits[0].float()  # [2 * slots, vocab]
-            logp = logits[:, self.digit_ids] - torch.logsumexp(
-                logits, dim=-1, keepdim=True
-            )  # [2 * slots, 10]
+            logp = logits[:, self.digit_ids] - torch.logsumexp(logits, dim=-1, keepdim=True)  # [2 * slots, 10]
         k = len(slot_prefixes)
         first, after_one = logp[:k], logp[k:]
         p_ten = after_one[:, 0].exp().clamp(1e-12, 1 - 1e-12)  # P('0' | '1')
@@ -276,9 +272,7 @@ class LocalBackend(LLMBackend):
             result = await asyncio.to_thread(lambda: generator(path).chat(body))
         except (RuntimeError, ValueError, OSError) as exc:  # the model file could not be loaded or run
             raise PermanentError(f"llama.cpp on {path.name}: {type(exc).__name__}: {exc}") from None
-        error = (
-            result.get("error") if isinstance(result, dict) else f"an answer of type {type(result).__name__}"
-        )
+        error = result.get("error") if isinstance(result, dict) else f"an answer of type {type(result).__name__}"
         if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
             message = error.get("message") if isinstance(error, dict) else str(error)
@@ -334,9 +328,7 @@ class LocalBackend(LLMBackend):
         async with self._state().semaphore:
             started = time.monotonic()
             try:
-                tops, n_tokens = await asyncio.to_thread(
-                    lambda: slot_scorer(path).score(messages, slot_prefixes)
-                )
+                tops, n_tokens = await asyncio.to_thread(lambda: slot_scorer(path).score(messages, slot_prefixes))
             except (ValueError, InputError, OSError, RuntimeError) as exc:  # too long, no model, torch failed
                 self.n_failed += 1
                 raise LLMCallError(self.name, None, str(exc), 1) from None

@@ -71,9 +71,7 @@ class OpenAIBackend(LLMBackend):
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
         """The Chat Completions arguments for a request (exposed for golden tests)."""
-        messages: list[dict[str, Any]] = (
-            [{"role": "system", "content": request.system}] if request.system else []
-        )
+        messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
         messages += [{"role": m.role, "content": m.content} for m in (*request.prefix, *request.messages)]
         params: dict[str, Any] = {"model": self.model, "messages": messages}
         params["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
@@ -106,9 +104,7 @@ class OpenAIBackend(LLMBackend):
         except openai.APIResponseValidationError as exc:
             raise TransientError(f"malformed response: {_first_line(str(exc))}") from None
         except json.JSONDecodeError as exc:  # a 200 whose body is not JSON
-            raise TransientError(
-                f"malformed response: {type(exc).__name__}: {_first_line(str(exc))}"
-            ) from None
+            raise TransientError(f"malformed response: {type(exc).__name__}: {_first_line(str(exc))}") from None
         return self._parse(completion, request)
 
     def _parse(self, completion: Any, request: LLMRequest) -> LLMResponse:

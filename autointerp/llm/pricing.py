@@ -34,12 +34,8 @@ class Price(BaseModel, frozen=True):
     """USD per million tokens."""
 
     input: float = Field(ge=0, description="uncached input tokens")
-    cached_input: float | None = Field(
-        default=None, ge=0, description="cache reads; default: the input price"
-    )
-    cache_write: float | None = Field(
-        default=None, ge=0, description="cache writes; default: the input price"
-    )
+    cached_input: float | None = Field(default=None, ge=0, description="cache reads; default: the input price")
+    cache_write: float | None = Field(default=None, ge=0, description="cache writes; default: the input price")
     output: float = Field(ge=0, description="output tokens, reasoning included")
 
     def cost(self, usage: Usage) -> float:
@@ -121,13 +117,13 @@ def load_overrides(overrides: PriceOverrides | None) -> dict[str, Price]:
         except OSError as exc:
             raise InputError(
                 f"Price file {path}: cannot be read ({exc.strerror}); expected a JSON or TOML file."
-            )
+            ) from None
         try:
             raw: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
         except (ValueError, tomllib.TOMLDecodeError) as exc:
             raise InputError(
                 f"Price file {path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'} ({exc})."
-            )
+            ) from None
     else:
         raw = overrides
     if not isinstance(raw, Mapping):

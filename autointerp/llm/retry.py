@@ -36,9 +36,7 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 class TransientError(Exception):
     """A failure worth another try. `retry_after_s` is the server's requested wait, if it sent one."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
@@ -110,9 +108,7 @@ class RetryPolicy:
         if retry_after is not None:
             return min(float(retry_after), self.retry_after_cap_s)
         # Exponential backoff with full-width jitter (written out: tenacity renamed its parameters).
-        backoff = self.initial_wait_s * 2 ** (state.attempt_number - 1) + random.uniform(
-            0, self.initial_wait_s
-        )
+        backoff = self.initial_wait_s * 2 ** (state.attempt_number - 1) + random.uniform(0, self.initial_wait_s)
         return min(backoff, self.max_wait_s)
 
     def attempts(self) -> AsyncRetrying:
@@ -178,6 +174,4 @@ async def complete_validated(
             return Validated(parse(response), responses)
         except ValueError as exc:
             errors.append(str(exc))
-    raise InvalidAnswerError(
-        f"{tries} answer(s) from {backend.name} failed to parse: {errors[-1]}", responses
-    )
+    raise InvalidAnswerError(f"{tries} answer(s) from {backend.name} failed to parse: {errors[-1]}", responses)

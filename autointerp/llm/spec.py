@@ -129,9 +129,7 @@ def make_backend(
     factory = BACKENDS.get(parsed.kind)
     try:
         options = BackendOptions(
-            max_in_flight=DEFAULT_MAX_IN_FLIGHT.get(parsed.kind, 8)
-            if max_in_flight is None
-            else max_in_flight,
+            max_in_flight=DEFAULT_MAX_IN_FLIGHT.get(parsed.kind, 8) if max_in_flight is None else max_in_flight,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
             timeout_s=timeout_s,
@@ -163,7 +161,8 @@ def default_backend_spec(env: Mapping[str, str] | None = None) -> tuple[str, str
         where = f" at {env['OPENAI_BASE_URL']}" if env.get("OPENAI_BASE_URL") else ""
         return (
             f"openai:{DEFAULT_OPENAI_MODEL}",
-            f"OPENAI_API_KEY is set (no ANTHROPIC_API_KEY), so OpenAI's {DEFAULT_OPENAI_MODEL}{where} explains and simulates",
+            f"OPENAI_API_KEY is set (no ANTHROPIC_API_KEY), so OpenAI's {DEFAULT_OPENAI_MODEL}{where} "
+            "explains and simulates",
         )
     reason = (
         "neither ANTHROPIC_API_KEY nor OPENAI_API_KEY is set, so the small local model runs offline "

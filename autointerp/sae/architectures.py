@@ -83,9 +83,7 @@ register(Architecture("gated", ("b_gate", "b_mag", "r_mag"), _gated))
 register(Architecture("topk", ("b_enc",), _topk, couples_features=True))
 
 
-def check_weights(
-    weights: dict[str, Tensor], shapes: dict[str, tuple[int, ...]], source: str, why: str
-) -> None:
+def check_weights(weights: dict[str, Tensor], shapes: dict[str, tuple[int, ...]], source: str, why: str) -> None:
     """Raise InputError unless `weights` holds exactly the keys of `shapes`, each of that shape.
 
     `source` names where the weights came from (a file); `why` says where the shapes come from.
@@ -176,9 +174,7 @@ class SparseAutoencoder:
         self._subset: _Subset | None = None
 
     @classmethod
-    def from_weights(
-        cls, cfg: SAEConfig, weights: dict[str, Tensor], source: str = "weights"
-    ) -> "SparseAutoencoder":
+    def from_weights(cls, cfg: SAEConfig, weights: dict[str, Tensor], source: str = "weights") -> "SparseAutoencoder":
         """Build an SAE from in-memory weights, checking names and shapes against `cfg`.
 
         Weights are cast to cfg.dtype and kept on W_enc's device. `source` names them in errors.
@@ -293,14 +289,12 @@ class SparseAutoencoder:
         index_F = torch.as_tensor(features, device=self.device)
         if index_F.ndim != 1 or index_F.dtype == torch.bool or index_F.is_floating_point():
             raise ValueError(
-                f"features must be a 1-D tensor of integer indices; got {index_F.dtype} "
-                f"of shape {tuple(index_F.shape)}"
+                f"features must be a 1-D tensor of integer indices; got {index_F.dtype} of shape {tuple(index_F.shape)}"
             )
         index_F = index_F.long()
         if index_F.numel() and (int(index_F.min()) < 0 or int(index_F.max()) >= self.cfg.d_sae):
             raise ValueError(
-                f"feature indices must lie in [0, {self.cfg.d_sae}); "
-                f"got {int(index_F.min())}..{int(index_F.max())}"
+                f"feature indices must lie in [0, {self.cfg.d_sae}); got {int(index_F.min())}..{int(index_F.max())}"
             )
         sliced = None
         if not self.architecture.couples_features:

@@ -54,9 +54,7 @@ class SAEConfig(BaseModel):
         default_factory=dict,
         description="Keyword arguments the model was loaded with during training (TransformerLens).",
     )
-    apply_b_dec_to_input: bool = Field(
-        default=True, description="Subtract b_dec from the input before encoding."
-    )
+    apply_b_dec_to_input: bool = Field(default=True, description="Subtract b_dec from the input before encoding.")
     normalize_activations: Literal["none", "constant_norm_rescale", "layer_norm"] = Field(
         default="none",
         description=(

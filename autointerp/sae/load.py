@@ -108,7 +108,7 @@ def _read_json(file: Path) -> dict[str, Any]:
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(expected(f"SAE config {file}", f"text that is not JSON ({exc})", "a JSON object"))
+        raise InputError(expected(f"SAE config {file}", f"text that is not JSON ({exc})", "a JSON object")) from None
     if not isinstance(data, dict):
         raise InputError(expected(f"SAE config {file}", f"a JSON {type(data).__name__}", "a JSON object"))
     return data
@@ -125,7 +125,7 @@ def _read_safetensors(file: Path) -> dict[str, Tensor]:
                 "a safetensors file",
                 "It may be truncated: download or copy it again.",
             )
-        )
+        ) from None
 
 
 def _load_saelens(directory: Path, raw: dict[str, Any]) -> SparseAutoencoder:
@@ -207,9 +207,7 @@ def _saelens_fields(raw: dict[str, Any], cfg_file: Path) -> dict[str, Any]:
 
     hook_head_index = pick("hook_head_index")
     if hook_head_index is not None:
-        raise refuse(
-            "hook_head_index", hook_head_index, "null", "SAEs on a single attention head are not supported."
-        )
+        raise refuse("hook_head_index", hook_head_index, "null", "SAEs on a single attention head are not supported.")
 
     hook_name = pick("hook_name") or raw.get("hook_point")
     reshape = raw.get("reshape_activations")
@@ -286,9 +284,7 @@ def _make_cfg(fields: dict[str, Any], cfg_file: Path) -> SAEConfig:
         if not error["loc"]:  # a check across keys; its message names the key
             raise InputError(f"SAE config {cfg_file}: {message}.") from None
         key = ".".join(str(part) for part in error["loc"])
-        raise InputError(
-            expected(f"SAE config {cfg_file}: key {key!r}", repr(error.get("input")), message)
-        ) from None
+        raise InputError(expected(f"SAE config {cfg_file}: key {key!r}", repr(error.get("input")), message)) from None
 
 
 def _load_sparsify(directory: Path, raw: dict[str, Any]) -> SparseAutoencoder:

@@ -38,9 +38,7 @@ def assert_golden(name: str, text: str) -> None:
             raise AssertionError(f"{path} did not exist; written now. Review it, then run the test again.")
         return
     expected = path.read_text(encoding="utf-8")
-    assert text == expected, (
-        f"prompt differs from {path}; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
-    )
+    assert text == expected, f"prompt differs from {path}; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
 
 
 def make_window(
@@ -64,9 +62,7 @@ def make_window(
     )
 
 
-def make_sample(
-    windows: list[Window], feature: int = 7, max_activation: float | None = None
-) -> FeatureSample:
+def make_sample(windows: list[Window], feature: int = 7, max_activation: float | None = None) -> FeatureSample:
     acts = [a for w in windows for a in w.activations]
     top = max(acts) if max_activation is None else max_activation
     active = [a for a in acts if a > 0]
@@ -87,17 +83,13 @@ def make_sample(
 def golden_explain_windows() -> list[Window]:
     """Three explanation windows of a made-up 'dog' feature (max 4.0), with whitespace tokens to escape."""
     return [
-        make_window(
-            ["The", " dog", " barked", " at", " the", " cat", "."], [0, 4.0, 0.3, 0, 0, 1.0, 0], context_id=0
-        ),
+        make_window(["The", " dog", " barked", " at", " the", " cat", "."], [0, 4.0, 0.3, 0, 0, 1.0, 0], context_id=0),
         make_window(
             ["def", " fetch", "(", "dog", "):", "\n", "\t", "return", "  ", ""],
             [0, 0.5, 0, 3.2, 0, 0, 0, 0, 0, 0],
             context_id=1,
         ),
-        make_window(
-            ["Hot", " dogs", " and", " a", " cold", " drink", "\r\n"], [0, 1.7, 0, 0, 0, 0, 0], context_id=2
-        ),
+        make_window(["Hot", " dogs", " and", " a", " cold", " drink", "\r\n"], [0, 1.7, 0, 0, 0, 0, 0], context_id=2),
     ]
 
 
