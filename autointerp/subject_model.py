@@ -167,8 +167,7 @@ def load_builtin_smollm2(device: str, dtype: torch.dtype, n_ctx: int = 2048):
     model.load_and_process_state_dict(
         state, fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
     )
-    model.to(device)
-    return model.to(dtype).eval()
+    return model.eval()  # built on `device` at `dtype` already (HookedTransformer.to() would print)
 
 
 def load_subject_model(
