@@ -341,10 +341,13 @@ async def explain_feature(
         return await _explain_best_of(backend, simulator or backend, sample, windows, max_act, cfg)
 
     request = build_explain_request(windows, max_act, rule, max_tokens=cfg.llm.explainer_max_tokens)
+    prefill = getattr(backend, "explanation_prefill", None)  # a backend's own start of the answer, if any
+    if prefill:
+        request = request.model_copy(update={"assistant_prefill": prefill, "stop": ("\n",)})
     text, response, calls = await ask_until_valid(
         backend,
         request,
-        lambda r: parse_explanation(r.text),
+        lambda r: parse_explanation((prefill or "") + r.text),
         stage="explain",
         feature=feature,
         retry_template="explain_retry.md",
@@ -355,7 +358,7 @@ async def explain_feature(
     explanation = Explanation(
         feature=feature,
         text=text,
-        raw_completion=response.text,
+        raw_completion=(prefill or "") + response.text,
         backend=backend.name,
         prompt_hash=explain_prompt_hash(request, rule),
         usage=usage,

@@ -200,7 +200,8 @@ def random_model(dims: dict, hook: str, device: str, dtype: torch.dtype, full_de
         model = HookedTransformer(cfg, move_to_device=False)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.split(".")[-1].startswith("W_"):  # W_* are left uninitialised; biases/norms are 0/1
+            # W_* (and GQA's _W_K/_W_V) are left uninitialised; biases and norm scales are 0 and 1
+            if name.split(".")[-1].lstrip("_").startswith("W_"):
                 param.normal_(0.0, 0.02, generator=gen)
     return model.eval()
 
