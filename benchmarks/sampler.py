@@ -69,7 +69,7 @@ CONFIGS = ("builtin", "gpt2", "1b")
 
 # Per device: (tokens, batch size, context size) per configuration; delphi's token cap.
 DEFAULTS = {
-    "cpu": {"builtin": (3072, 8, 128), "gpt2": (2048, 8, 128), "1b": (256, 4, 64), "delphi_tokens": None},
+    "cpu": {"builtin": (8192, 8, 128), "gpt2": (4096, 8, 128), "1b": (512, 4, 64), "delphi_tokens": None},
     "cuda": {
         "builtin": (1 << 20, 32, 256),
         "gpt2": (1 << 20, 32, 256),

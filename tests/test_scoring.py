@@ -341,15 +341,3 @@ def test_bootstrap_paired_diff_edges():
     assert bootstrap_paired_diff([None], [1.0]) == (None, None, None)
     with pytest.raises(ValueError, match="paired"):
         bootstrap_paired_diff([1, 2], [1])
-
-
-# --------------------------------------------------------------------------------------------- cross-check
-
-
-def test_correlation_matches_neuron_explainer():
-    ne_scoring = pytest.importorskip("neuron_explainer.explanations.scoring")
-    rng = np.random.default_rng(7)
-    for _ in range(5):
-        a = rng.exponential(1.0, size=64) * (rng.random(64) < 0.3)
-        p = rng.uniform(0, 10, size=64)
-        assert pearson(a, p).value == pytest.approx(ne_scoring.correlation_score(a, p))
