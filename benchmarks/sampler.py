@@ -21,8 +21,9 @@ two forward timings either side of it. Configurations:
 
 Speed does not depend on weight values, but the sampler's and delphi's work depends on how many
 features fire, so the random SAEs' thresholds are calibrated on the first batch to log-uniform
-firing densities in [1e-5, 1e-2] (L0 ~ 35 for 24,576 features, ~ 95 for 65,536); the achieved L0 is
-reported. Standard and jumprelu SAEs encode only the chosen columns; topk must encode all features.
+firing densities in [1e-5, 1e-2] (L0 ~ 35 for 24,576 features, ~ 95 for 65,536 on that batch; about
+twice that on later batches); the L0 measured on the second batch is reported. Standard and jumprelu
+SAEs encode only the chosen columns; topk must encode all features.
 
 delphi is loaded from its file `delphi/latents/cache.py` alone, with stand-in `delphi`,
 `delphi.config` and `delphi.latents` modules (the real package pulls faiss, sentence-transformers and
@@ -31,7 +32,9 @@ which is slower still); only its caching pass is timed, not the later writing of
 building of examples that it needs before it has what `sample_features` returns.
 
     python benchmarks/sampler.py [--device cuda|cpu] [--tokens N] [--configs builtin,gpt2,1b]
-                                 [--skip-delphi] [--out results.json]
+                                 [--skip-delphi] [--threads N] [--out results.json]
+
+Needs psutil, and for delphi `pip install --no-deps eai-delphi==0.1.3` plus jaxtyping. Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -627,7 +630,7 @@ def main() -> None:
         "--delphi-tokens",
         type=int,
         default=None,
-        help="tokens for delphi's passes (default: all on CPU, 131,072 on GPU: it is ~100x slower)",
+        help="tokens for delphi's passes (default: all on CPU, 131,072 on GPU, where it runs far slower)",
     )
     parser.add_argument(
         "--full-depth",
