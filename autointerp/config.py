@@ -12,7 +12,9 @@ from autointerp.corpus import CorpusSpec
 
 
 class SamplerConfig(BaseModel):
-    n_tokens: int = Field(default=100_000, gt=0, description="corpus tokens streamed through the model")
+    n_tokens: int = Field(
+        default=60_000, gt=0, description="corpus tokens streamed (small default for a CPU demo; real runs want 1M+)"
+    )
     context_size: int | None = Field(
         default=None, description="model context length; None -> the SAE's context_size, else 128"
     )

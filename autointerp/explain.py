@@ -340,7 +340,8 @@ async def explain_feature(
     if cfg.llm.best_of > 1:
         return await _explain_best_of(backend, simulator or backend, sample, windows, max_act, cfg)
 
-    request = build_explain_request(windows, max_act, rule, max_tokens=cfg.llm.explainer_max_tokens)
+    shown = windows[: getattr(backend, "max_explain_windows", None) or len(windows)]  # top windows come first
+    request = build_explain_request(shown, max_act, rule, max_tokens=cfg.llm.explainer_max_tokens)
     prefill = getattr(backend, "explanation_prefill", None)  # a backend's own start of the answer, if any
     if prefill:
         request = request.model_copy(update={"assistant_prefill": prefill, "stop": ("\n",)})

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,6 +37,7 @@ from autointerp.errors import InputError, expected
 from autointerp.records import FeatureSample, FeatureStats, Window
 
 SPLITS = ("explain", "score")
+_GROUPS = ("top", "interval", "random", "nonactivating")
 _HASH_PRIME = (1 << 61) - 1
 
 
@@ -94,10 +96,12 @@ class SamplerState:
         gen = torch.Generator().manual_seed(cfg.seed)
         explain_mask = torch.rand(n_contexts, generator=gen) < cfg.explain_fraction
         # 0 explain, 1 score; one byte per context is the only state that grows with the corpus.
-        self.split_of_context = torch.where(explain_mask, 0, 1).to(torch.int8).to(self.device)
+        split_host = torch.where(explain_mask, 0, 1).to(torch.int8)
+        self.split_of_context = split_host.to(self.device)
+        self._split_host = split_host  # the same table on the host: a batch's splits without a device sync
         # Window-hash weights: a window's hash is sum_j token_j * weight_j mod a prime.
         self.hash_weights_W = torch.randint(1, 1 << 30, (W,), generator=gen).to(self.device)
-        self.n_tokens = 0
+        self._n_tokens = torch.zeros((), dtype=torch.int64, device=self.device)  # read once, at the end
         self.n_active_F = torch.zeros(F, dtype=torch.int64, device=self.device)
         self.sum_active_F = torch.zeros(F, dtype=torch.float64, device=self.device)
         self.max_F = torch.zeros(F, dtype=torch.float32, device=self.device)
@@ -110,11 +114,20 @@ class SamplerState:
         ]
         n_nonact = [0, cfg.n_nonactivating_score]
         for split, (n_top, n_random, _) in enumerate(counts):
-            pool = torch.nonzero(self.split_of_context.cpu() == split).flatten()
+            pool = torch.nonzero(split_host == split).flatten()
             pick = pool[torch.randperm(len(pool), generator=gen)[:n_random]].sort().values
             starts = torch.randint(first_position, context_size - W + 1, (len(pick),), generator=gen)
             self.splits.append(self._empty_split(F, n_top, n_nonact[split], pick, starts))
+        # Random contexts on the host: context id -> [(split, slot r, start)].
+        self._random_hits: dict[int, list[tuple[int, int, int]]] = {}
+        for split, state in enumerate(self.splits):
+            for r, (ctx, start) in enumerate(zip(state.random_contexts_R.tolist(), state.random_starts_R.tolist())):
+                self._random_hits.setdefault(ctx, []).append((split, r, start))
         self.batch_index = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self._n_tokens)
 
     def _empty_split(self, F, K, N, random_contexts, random_starts) -> SplitState:
         G, M, W, dev = self.cfg.interval_grid, self.M, self.W, self.device
@@ -143,21 +156,24 @@ class SamplerState:
     @torch.no_grad()
     def update(self, acts_BLF: Tensor, tokens_BL: Tensor, context_ids_B: Tensor, valid_BL: Tensor) -> None:
         """Fold one batch in. `acts_BLF` raw activations of the tracked features; `valid_BL` False at
-        BOS/special tokens, which count nowhere."""
+        BOS/special tokens, which count nowhere. `context_ids_B` is best passed on the host: the
+        sampler reads it there (splits, random contexts) and copies it to its device itself."""
         acts_BLF = torch.where(valid_BL[..., None], acts_BLF.float(), 0.0)
         B, L, F = acts_BLF.shape
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + self.batch_index)
         self.batch_index += 1
+        ids_host = context_ids_B.cpu()
+        context_ids_B = context_ids_B.to(self.device)
 
         active_BLF = acts_BLF > 0
-        self.n_tokens += int(valid_BL.sum())
+        self._n_tokens += valid_BL.sum()
         self.n_active_F += active_BLF.sum((0, 1))
         self.sum_active_F += acts_BLF.sum((0, 1), dtype=torch.float64)
         peak_BF, argmax_BF = acts_BLF.max(dim=1)
         batch_max_F = peak_BF.max(0).values
         self._grow_grid(batch_max_F)
         self.max_F = torch.maximum(self.max_F, batch_max_F)
-        self._add_histogram(acts_BLF[active_BLF.any(-1)], active_BLF[active_BLF.any(-1)])
+        self._add_histogram(acts_BLF, active_BLF)
 
         # One candidate window per (context, feature): around the peak, or at a random offset if none.
         random_start_B = torch.randint(self.first, L - self.W + 1, (B,), generator=gen, device=self.device)
@@ -168,16 +184,17 @@ class SamplerState:
         has_valid_B = valid_BL.any(1)
         keys_BF = torch.rand(B, F, generator=gen, device=self.device)
         split_B = self.split_of_context[context_ids_B]
+        present_splits = set(self._split_host[ids_host].tolist())
         for split, state in enumerate(self.splits):
-            in_split_B = (split_B == split) & has_valid_B
-            if not in_split_B.any():
+            if split not in present_splits:  # decided on the host; the masks below do the rest
                 continue
+            in_split_B = (split_B == split) & has_valid_B
             fires_BF = (peak_BF > 0) & in_split_B[:, None]
             self._update_top(state, peak_BF, fires_BF, context_ids_B, start_BF, window_hash_BF, window_acts_BFW)
             self._update_cells(state, peak_BF, fires_BF, keys_BF, context_ids_B, start_BF, window_acts_BFW)
             silent_BF = (peak_BF <= 0) & in_split_B[:, None]
             self._update_nonactivating(state, silent_BF, keys_BF, context_ids_B, start_BF)
-            self._update_random(state, acts_BLF, context_ids_B)
+        self._update_random(acts_BLF, ids_host)
 
     def _cut(self, acts_BLF: Tensor, start_BF: Tensor) -> Tensor:
         offsets_W = torch.arange(self.W, device=self.device)
@@ -189,45 +206,71 @@ class SamplerState:
         return (windows_BSW * self.hash_weights_W).sum(-1) % _HASH_PRIME
 
     def _grow_grid(self, batch_max_F: Tensor) -> None:
-        """Double each feature's bound until it covers the max, merging cell pairs (counts and samples)."""
+        """Raise each feature's bound to the smallest power-of-two multiple of it that covers the max,
+        merging runs of 2^d cells (counts add, reservoirs keep the M smallest keys) in one pass per d."""
         fresh_F = (self.bound_F == 0) & (batch_max_F > 0)
-        if fresh_F.any():
-            self.bound_F[fresh_F] = torch.exp2(torch.ceil(torch.log2(batch_max_F[fresh_F])))
-        while True:
-            grow_F = batch_max_F > self.bound_F
-            if not grow_F.any():
-                return
-            idx = torch.nonzero(grow_F).flatten()
-            self.bound_F[idx] *= 2
-            G = self.cfg.interval_grid
-            hist = self.hist_FG[idx].view(len(idx), G // 2, 2).sum(-1)
-            self.hist_FG[idx] = torch.cat([hist, torch.zeros_like(hist)], dim=1)
+        self.bound_F = torch.where(fresh_F, torch.exp2(torch.ceil(torch.log2(batch_max_F))), self.bound_F)
+        idx = torch.nonzero(batch_max_F > self.bound_F).flatten()  # the one host sync of the grid
+        if len(idx) == 0:
+            return
+        # d = the fewest doublings with bound * 2^d >= max (exact in float64: bounds are powers of two).
+        bound, target = self.bound_F[idx].double(), batch_max_F[idx].double()
+        d = torch.ceil(torch.log2(target / bound)).clamp_min(1)
+        d = torch.where(bound * torch.exp2(d) < target, d + 1, d)
+        d = torch.where((d > 1) & (bound * torch.exp2(d - 1) >= target), d - 1, d)
+        self.bound_F[idx] = (bound * torch.exp2(d)).float()
+        G = self.cfg.interval_grid
+        # Past ceil(log2 G) doublings every cell lands in cell 0: merging more changes nothing.
+        d = d.long().clamp_max(max(1, math.ceil(math.log2(G))))
+        for step in torch.unique(d).tolist():
+            group = idx[d == step]
+            self._merge_hist(group, 1 << step)
             for state in self.splits:
-                self._merge_cells(state, idx)
+                self._merge_cells(state, group, 1 << step)
 
-    def _merge_cells(self, state: SplitState, idx: Tensor) -> None:
-        G, M = self.cfg.interval_grid, self.M
-        key = state.cell_key_FGM[idx].view(len(idx), G // 2, 2 * M)
-        order = key.argsort(dim=-1)[..., :M]
-        for name in ("cell_key_FGM", "cell_value_FGM", "cell_context_FGM", "cell_start_FGM"):
+    def _merge_hist(self, idx: Tensor, run: int) -> None:
+        G = self.cfg.interval_grid
+        n_new = -(-G // run)
+        hist = self.hist_FG[idx]
+        if n_new * run > G:
+            hist = torch.cat([hist, hist.new_zeros(len(idx), n_new * run - G)], 1)
+        merged = hist.view(len(idx), n_new, run).sum(-1)
+        self.hist_FG[idx] = torch.cat([merged, merged.new_zeros(len(idx), G - n_new)], 1)
+
+    def _merge_cells(self, state: SplitState, idx: Tensor, run: int) -> None:
+        """Cells [c * run, (c + 1) * run) become cell c, keeping the M smallest keys of their slots."""
+        G, M, W, n = self.cfg.interval_grid, self.M, self.W, len(idx)
+        n_new = -(-G // run)
+        pad = n_new * run - G
+        fields = (
+            ("cell_key_FGM", math.inf),
+            ("cell_value_FGM", 0.0),
+            ("cell_context_FGM", -1),
+            ("cell_start_FGM", 0),
+            ("cell_acts_FGMW", 0.0),
+        )
+        order = None
+        for name, empty in fields:
             full = getattr(state, name)
-            merged = full[idx].view(len(idx), G // 2, 2 * M).gather(2, order)
-            empty = torch.full_like(
-                merged, math.inf if name == "cell_key_FGM" else (-1 if name == "cell_context_FGM" else 0)
-            )
-            full[idx] = torch.cat([merged, empty], dim=1)
-        acts = state.cell_acts_FGMW[idx].view(len(idx), G // 2, 2 * M, self.W)
-        merged = acts.gather(2, order[..., None].expand(-1, -1, -1, self.W))
-        state.cell_acts_FGMW[idx] = torch.cat([merged, torch.zeros_like(merged)], dim=1)
+            block = full[idx]
+            if pad:
+                block = torch.cat([block, torch.full_like(block[:, :1], empty).expand_as(block[:, :pad])], 1)
+            block = block.view(n, n_new, run * M, *block.shape[3:])
+            if order is None:
+                order = block.topk(M, dim=2, largest=False).indices  # block holds the keys
+            index = order if block.ndim == 3 else order[..., None].expand(-1, -1, -1, W)
+            merged = block.gather(2, index)
+            rest = torch.full_like(merged[:, :1], empty).expand(n, G - n_new, *merged.shape[2:])
+            full[idx] = torch.cat([merged, rest], dim=1)
 
     def _cell_of(self, values: Tensor, bound: Tensor) -> Tensor:
         """Grid cell of positive values: cell c covers (c, c+1] * bound / G."""
         G = self.cfg.interval_grid
         return (torch.ceil(values / bound * G) - 1).clamp(0, G - 1).long()
 
-    def _add_histogram(self, acts_TF: Tensor, active_TF: Tensor) -> None:
-        token_idx, feature_idx = torch.nonzero(active_TF, as_tuple=True)
-        cells = self._cell_of(acts_TF[token_idx, feature_idx], self.bound_F[feature_idx])
+    def _add_histogram(self, acts_BLF: Tensor, active_BLF: Tensor) -> None:
+        b, pos, feature_idx = torch.nonzero(active_BLF, as_tuple=True)
+        cells = self._cell_of(acts_BLF[b, pos, feature_idx], self.bound_F[feature_idx])
         flat = self.hist_FG.view(-1)
         flat.index_add_(0, feature_idx * self.cfg.interval_grid + cells, torch.ones_like(cells))
 
@@ -254,22 +297,46 @@ class SamplerState:
         state.top_acts_FKW = acts.gather(1, best_FK[..., None].expand(-1, -1, self.W))
 
     def _update_cells(self, state, peak_BF, fires_BF, keys_BF, context_ids_B, start_BF, acts_BFW) -> None:
+        """Each touched (feature, cell) row keeps the M smallest keys among its slots and this batch's
+        candidates: the same slots as inserting the contexts one by one, in one bottom-M pass."""
         if self.M == 0:
             return
-        F = peak_BF.shape[1]
-        f_idx = torch.arange(F, device=self.device)
-        for b in torch.nonzero(fires_BF.any(1)).flatten().tolist():
-            fires_F = fires_BF[b]
-            cell_F = self._cell_of(peak_BF[b], self.bound_F.clamp_min(1e-30))
-            slot_keys_FM = state.cell_key_FGM[f_idx, cell_F]
-            worst_key_F, worst_slot_F = slot_keys_FM.max(-1)
-            take_F = fires_F & (keys_BF[b] < worst_key_F)
-            f, c, s = f_idx[take_F], cell_F[take_F], worst_slot_F[take_F]
-            state.cell_key_FGM[f, c, s] = keys_BF[b][take_F]
-            state.cell_value_FGM[f, c, s] = peak_BF[b][take_F]
-            state.cell_context_FGM[f, c, s] = int(context_ids_B[b])
-            state.cell_start_FGM[f, c, s] = start_BF[b][take_F]
-            state.cell_acts_FGMW[f, c, s] = acts_BFW[b][take_F]
+        G, M, W = self.cfg.interval_grid, self.M, self.W
+        B, F = peak_BF.shape
+        b_C, f_C = torch.nonzero(fires_BF, as_tuple=True)
+        if len(b_C) == 0:
+            return
+        cell_C = self._cell_of(peak_BF[b_C, f_C], self.bound_F[f_C].clamp_min(1e-30))
+        rows_U, row_of_C = torch.unique(f_C * G + cell_C, return_inverse=True)
+        U = len(rows_U)
+        key_flat = state.cell_key_FGM.view(F * G, M)
+        # Columns 0..M-1: the row's slots; column M + b: context b's candidate (+inf where it has none).
+        key_UX = torch.full((U, M + B), math.inf, dtype=key_flat.dtype, device=self.device)
+        key_UX[:, :M] = key_flat[rows_U]
+        key_UX[row_of_C, M + b_C] = keys_BF[b_C, f_C]
+        key_UM, pick_UM = key_UX.topk(M, dim=1, largest=False)
+        new_UM = pick_UM >= M
+        filled_UM = torch.isfinite(key_UM)
+        take_new_UM = new_UM & filled_UM
+        empty_UM = new_UM & ~filled_UM  # an unfilled slot keeps the empty defaults
+        old_UM = pick_UM.clamp_max(M - 1)
+        b_UM = (pick_UM - M).clamp_min(0)
+        f_UM = (rows_U // G)[:, None].expand(U, M)
+
+        def merged(name, candidate, empty):
+            flat = getattr(state, name).view(F * G, M, *getattr(state, name).shape[3:])
+            rows = flat[rows_U]
+            index = old_UM if rows.ndim == 2 else old_UM[..., None].expand(U, M, W)
+            mask_new = take_new_UM if rows.ndim == 2 else take_new_UM[..., None]
+            mask_empty = empty_UM if rows.ndim == 2 else empty_UM[..., None]
+            out = torch.where(mask_new, candidate, rows.gather(1, index))
+            flat[rows_U] = out.masked_fill(mask_empty, empty)
+
+        key_flat[rows_U] = key_UM
+        merged("cell_value_FGM", peak_BF[b_UM, f_UM], 0.0)
+        merged("cell_context_FGM", context_ids_B[b_UM], -1)
+        merged("cell_start_FGM", start_BF[b_UM, f_UM], 0)
+        merged("cell_acts_FGMW", acts_BFW[b_UM, f_UM], 0.0)
 
     def _update_nonactivating(self, state, silent_BF, keys_BF, context_ids_B, start_BF) -> None:
         N = state.nonact_key_FN.shape[1]
@@ -283,29 +350,37 @@ class SamplerState:
         state.nonact_context_FN = ctx.gather(1, best)
         state.nonact_start_FN = torch.cat([state.nonact_start_FN, start_BF.T], 1).gather(1, best)
 
-    def _update_random(self, state, acts_BLF, context_ids_B) -> None:
-        ids = context_ids_B.to(self.device)
-        for r, (ctx, start) in enumerate(zip(state.random_contexts_R.tolist(), state.random_starts_R.tolist())):
-            hit = torch.nonzero(ids == ctx).flatten()
-            if len(hit):
-                state.random_acts_FRW[:, r] = acts_BLF[int(hit[0]), start : start + self.W].T
+    def _update_random(self, acts_BLF: Tensor, ids_host: Tensor) -> None:
+        """Store the true activations of the random contexts in this batch (found on the host)."""
+        for b, ctx in enumerate(ids_host.tolist()):
+            for split, r, start in self._random_hits.get(ctx, ()):
+                self.splits[split].random_acts_FRW[:, r] = acts_BLF[b, start : start + self.W].T
 
     # ---- results ---------------------------------------------------------------------------------
 
+    def _n_cells(self) -> np.ndarray:
+        """Grid cells 0..c_max in use per tracked feature (0 if it never fired), on the host."""
+        n_cells = self._cell_of(self.max_F, self.bound_F.clamp_min(1e-30)) + 1
+        return torch.where(self.n_active_F > 0, n_cells, 0).cpu().numpy()
+
     def stats(self) -> list[FeatureStats]:
         G = self.cfg.interval_grid
+        n_tokens, n_cells_F = self.n_tokens, self._n_cells().tolist()
+        hist, bound = self.hist_FG.cpu().numpy(), self.bound_F.cpu().tolist()
+        n_active, sums, maxes = (
+            self.n_active_F.cpu().tolist(),
+            self.sum_active_F.cpu().numpy(),
+            self.max_F.cpu().tolist(),
+        )
         out = []
-        hist, bound = self.hist_FG.cpu(), self.bound_F.cpu()
-        n_active, sums, maxes = self.n_active_F.cpu(), self.sum_active_F.cpu(), self.max_F.cpu()
         for i, feature in enumerate(self.features):
-            n_cells = int(self._cell_of(maxes[i : i + 1], bound[i : i + 1]).item()) + 1 if n_active[i] else 0
-            width = float(bound[i]) / G
+            n_cells, width = n_cells_F[i], bound[i] / G
             out.append(
                 FeatureStats(
                     feature=feature,
-                    n_tokens=self.n_tokens,
-                    n_active=int(n_active[i]),
-                    max_activation=float(maxes[i]),
+                    n_tokens=n_tokens,
+                    n_active=n_active[i],
+                    max_activation=maxes[i],
                     mean_active=float(sums[i] / n_active[i]) if n_active[i] else None,
                     histogram_edges=[c * width for c in range(n_cells + 1)] if n_cells else [],
                     histogram_counts=hist[i, :n_cells].tolist(),
@@ -326,57 +401,104 @@ class SamplerState:
 
     def finish(self, tokens_NL: Tensor, decode: Callable[[list[int]], list[str]]) -> list[FeatureSample]:
         """Materialise every kept window as records (the only step that moves data to the host)."""
-        host = [{k: v.cpu() if isinstance(v, Tensor) else v for k, v in vars(s).items()} for s in self.splits]
-        samples = []
-        for i, (feature, stats) in enumerate(zip(self.features, self.stats())):
-            windows = [
-                Window(
-                    feature=feature,
-                    context_id=context,
-                    start=start,
-                    token_ids=(ids := tokens_NL[context, start : start + self.W].tolist()),
-                    tokens=decode(ids),
-                    activations=acts.tolist(),
-                    group=group,
-                    interval=interval,
-                    split=SPLITS[split],
-                )
-                for split, state in enumerate(host)
-                for context, start, acts, group, interval in self._kept(i, split, state)
-            ]
-            samples.append(FeatureSample(stats=stats, windows=windows))
-        return samples
+        stats = self.stats()
+        n_cells_F = self._n_cells()
+        parts = [part for split, state in enumerate(self.splits) for part in self._kept(split, state, n_cells_F)]
+        # Columns of every kept window; a stable sort by feature keeps each feature's windows in the
+        # order split, group (top, interval, random, nonactivating), then the order within the group.
+        feature_X = np.concatenate([p[0] for p in parts])
+        order = np.argsort(feature_X, kind="stable")
+        feature_X = feature_X[order]
+        context_X, start_X, acts_XW, group_X, interval_X, split_X = (
+            np.concatenate([p[j] for p in parts])[order] for j in range(1, 7)
+        )
+        W = self.W
+        index_XW = torch.from_numpy(start_X[:, None] + np.arange(W))
+        ids_XW = tokens_NL.cpu()[torch.from_numpy(context_X)[:, None], index_XW].numpy()
+        # Decode every distinct token id once; windows look their strings up in that table.
+        unique_ids, inverse = np.unique(ids_XW, return_inverse=True)
+        strings = np.empty(len(unique_ids), dtype=object)
+        strings[:] = decode(unique_ids.tolist())
+        tokens_XW = strings[inverse.reshape(-1)].reshape(ids_XW.shape).tolist()
+        ids_XW, acts_XW = ids_XW.tolist(), acts_XW.tolist()
+        features = [self.features[i] for i in feature_X.tolist()]
+        groups = [_GROUPS[g] for g in group_X.tolist()]
+        intervals = [None if v < 0 else v for v in interval_X.tolist()]
+        splits = [SPLITS[s] for s in split_X.tolist()]
+        context_X, start_X = context_X.tolist(), start_X.tolist()
+        windows = [
+            Window.model_construct(  # fields built here, of the declared types: no validation needed
+                feature=features[x],
+                context_id=context_X[x],
+                start=start_X[x],
+                token_ids=ids_XW[x],
+                tokens=tokens_XW[x],
+                activations=acts_XW[x],
+                group=groups[x],
+                interval=intervals[x],
+                split=splits[x],
+            )
+            for x in range(len(features))
+        ]
+        ends = np.cumsum(np.bincount(feature_X, minlength=len(self.features))).tolist()
+        return [
+            FeatureSample.model_construct(stats=stats[i], windows=windows[ends[i - 1] if i else 0 : ends[i]])
+            for i in range(len(self.features))
+        ]
 
-    def _kept(self, i: int, split: int, state: dict) -> list[tuple[int, int, Tensor, str, int | None]]:
-        """(context, start, activations [W], group, interval) of every window kept for tracked feature i."""
-        kept: list[tuple[int, int, Tensor, str, int | None]] = []
-        for k in range(state["top_value_FK"].shape[1]):
-            if state["top_value_FK"][i, k] > -math.inf:
-                context = int(state["top_context_FK"][i, k])
-                kept.append((context, int(state["top_start_FK"][i, k]), state["top_acts_FKW"][i, k], "top", None))
-        top_contexts = {context for context, *_ in kept}
+    def _kept(self, split: int, state: SplitState, n_cells_F: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+        """Every window kept in one split, for all features at once, one tuple of columns per group:
+        (feature position, context, start, activations [n, W], group code, interval or -1, split)."""
+        F, W = len(self.features), self.W
+        host = {k: v.cpu().numpy() for k, v in vars(state).items()}
+        parts = []
+
+        def part(f, context, start, acts, group, interval=None):
+            n = len(f)
+            interval = np.full(n, -1, dtype=np.int64) if interval is None else interval
+            code = np.full(n, group, dtype=np.int64)
+            parts.append((f, context, start, acts.reshape(n, W), code, interval, np.full(n, split, dtype=np.int64)))
+
+        f, k = np.nonzero(host["top_value_FK"] > -math.inf)
+        part(f, host["top_context_FK"][f, k], host["top_start_FK"][f, k], host["top_acts_FKW"][f, k], 0)
+
+        # Interval draws: per (feature, interval), the smallest finite keys among slots whose context
+        # is not a top window, at most per_interval of them (the same as walking keys in order).
         per_interval = (self.cfg.per_interval_explain, self.cfg.per_interval_score)[split]
-        for interval, (lo, hi) in enumerate(self.interval_cells(i)):
-            keys = state["cell_key_FGM"][i, lo:hi].flatten()
-            drawn = 0
-            for j in keys.argsort().tolist():  # smallest keys first: a uniform draw from the interval
-                if drawn == per_interval or not math.isfinite(float(keys[j])):
-                    break
-                c, m = lo + j // self.M, j % self.M
-                context = int(state["cell_context_FGM"][i, c, m])
-                if context not in top_contexts:
-                    start = int(state["cell_start_FGM"][i, c, m])
-                    kept.append((context, start, state["cell_acts_FGMW"][i, c, m], "interval", interval))
-                    drawn += 1
-        for r, (context, start) in enumerate(
-            zip(state["random_contexts_R"].tolist(), state["random_starts_R"].tolist())
-        ):
-            kept.append((context, start, state["random_acts_FRW"][i, r], "random", None))
-        for n in range(state["nonact_key_FN"].shape[1]):
-            if math.isfinite(float(state["nonact_key_FN"][i, n])):
-                context, start = int(state["nonact_context_FN"][i, n]), int(state["nonact_start_FN"][i, n])
-                kept.append((context, start, torch.zeros(self.W), "nonactivating", None))
-        return kept
+        key_FGM = host["cell_key_FGM"]
+        n_int_F = np.minimum(self.cfg.n_intervals, n_cells_F)
+        cell_G = np.arange(key_FGM.shape[1])
+        usable = np.isfinite(key_FGM) & (cell_G[None, :, None] < n_cells_F[:, None, None])
+        f, c, m = np.nonzero(usable if per_interval else np.zeros_like(usable))
+        context = host["cell_context_FGM"][f, c, m]
+        n_contexts = len(self._split_host)
+        top_codes = (np.arange(F)[:, None] * n_contexts + host["top_context_FK"])[host["top_value_FK"] > -math.inf]
+        keep = ~np.isin(f * n_contexts + context, top_codes)
+        f, c, m, context = f[keep], c[keep], m[keep], context[keep]
+        n, n_cells = n_int_F[f], n_cells_F[f]
+        interval = ((c + 1) * n - 1) // n_cells  # interval i covers cells [N*i//n, N*(i+1)//n)
+        key = key_FGM[f, c, m]
+        by = np.lexsort((key, interval, f))
+        f, c, m, context, interval = f[by], c[by], m[by], context[by], interval[by]
+        group_id = f * (self.cfg.n_intervals + 1) + interval
+        x = np.arange(len(f))
+        first = np.maximum.accumulate(np.where(np.r_[True, group_id[1:] != group_id[:-1]], x, 0)) if len(f) else x
+        take = x - first < per_interval
+        f, c, m, context, interval = f[take], c[take], m[take], context[take], interval[take]
+        part(f, context, host["cell_start_FGM"][f, c, m], host["cell_acts_FGMW"][f, c, m], 1, interval)
+
+        R = len(host["random_contexts_R"])
+        part(
+            np.repeat(np.arange(F), R),
+            np.tile(host["random_contexts_R"], F),
+            np.tile(host["random_starts_R"], F),
+            host["random_acts_FRW"],
+            2,
+        )
+
+        f, n = np.nonzero(np.isfinite(host["nonact_key_FN"]))
+        part(f, host["nonact_context_FN"][f, n], host["nonact_start_FN"][f, n], np.zeros((len(f), W), np.float32), 3)
+        return parts
 
 
 # ---- driving the model ---------------------------------------------------------------------------
@@ -427,7 +549,7 @@ def sample_features(
         acts_BLF = sae.encode(resid_BLD.flatten(0, 1), features=feature_idx).view(*tokens_BL.shape, len(features))
         valid_BL = ~torch.isin(tokens_BL, special)
         valid_BL[:, :first_position] = False
-        state.update(acts_BLF, tokens_BL, context_ids_B.to(device), valid_BL.to(device))
+        state.update(acts_BLF, tokens_BL, context_ids_B, valid_BL.to(device))  # ids stay on the host
         if progress:
             progress(tokens_BL.numel(), time.perf_counter() - started)
     return state.finish(tokens_NL, decode or token_decoder(model.tokenizer))

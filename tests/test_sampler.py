@@ -191,3 +191,31 @@ def test_state_does_not_grow_with_the_corpus():
     assert nbytes(big) == nbytes(small)
     # Only the up-front split table, one byte per context, scales with the corpus.
     assert big.split_of_context.element_size() == 1
+
+
+def test_many_doublings_in_one_batch_match_brute_force():
+    """A feature that first fires weakly and later strongly (and at exact powers of two) needs many
+    doublings at once: histogram, max and interval draws still match the brute-force grid."""
+    tokens, acts = synthetic(n_contexts=64, F=3, seed=5, density=0.2)
+    acts[:32] *= 1e-4  # early batches fire weakly, later ones up to 2^20 times stronger
+    acts[40:, :, 1] *= 2.0**20
+    acts[50, 4, 2] = 2.0**12  # an exact power of two as the max
+    acts[:, 0] = 100.0
+    state = run_state(tokens, acts, CFG)
+    samples = state.finish(tokens, decode)
+    body = acts[:, 1:]
+    for f, sample in enumerate(samples):
+        a, st = body[..., f], sample.stats
+        assert st.max_activation == pytest.approx(float(a.max()))
+        bound = 2.0 ** math.ceil(math.log2(float(a.max())))
+        assert st.histogram_edges[-1] <= bound and st.histogram_edges[-1] >= st.max_activation
+        cells = np.clip(np.ceil(a[a > 0].numpy() / bound * CFG.interval_grid) - 1, 0, None).astype(int)
+        assert st.histogram_counts == np.bincount(cells, minlength=len(st.histogram_counts)).tolist()
+        cell_ranges = state.interval_cells(f)
+        drawn = [w for w in sample.windows if w.group == "interval"]
+        assert drawn
+        for w in drawn:
+            lo, hi = cell_ranges[w.interval]
+            peak = float(acts[w.context_id, 1:, f].max())
+            assert st.histogram_edges[lo] < peak <= st.histogram_edges[hi] + 1e-6
+            assert w.activations == pytest.approx(acts[w.context_id, w.start : w.start + 8, f].tolist())

@@ -177,8 +177,11 @@ def _load_dequantised(path: Path):
     import torch
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     from autointerp.subject_model import _gguf_fingerprint, cache_dir
+
+    transformers_logging.disable_progress_bar()  # its per-load bars would break the run's progress display
 
     target = cache_dir() / "models" / f"{path.stem}-hf-{_gguf_fingerprint(path)}"
     if not (target / "model.safetensors").is_file():
@@ -234,6 +237,9 @@ class LocalBackend(LLMBackend):
     # A 135M model asked for "Explanation: ..." mostly answers with junk ("Excerpt 19:"); starting its
     # answer with the sentence's subject keeps it on the pattern. The explainer reads this attribute.
     explanation_prefill = "Explanation: the feature fires on"
+    # Prompt evaluation dominates on a CPU (~2,500 tokens for 20 windows); a 135M model gains nothing
+    # from more than its strongest few windows. The explainer reads this attribute.
+    max_explain_windows = 6
 
     def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
         super().__init__(str(spec), spec.model or BUILTIN_MODEL, options)
