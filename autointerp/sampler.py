@@ -416,10 +416,10 @@ class SamplerState:
         index_XW = torch.from_numpy(start_X[:, None] + np.arange(W))
         ids_XW = tokens_NL.cpu()[torch.from_numpy(context_X)[:, None], index_XW].numpy()
         # Decode every distinct token id once; windows look their strings up in that table.
-        unique_ids, inverse = np.unique(ids_XW, return_inverse=True)
-        strings = np.empty(len(unique_ids), dtype=object)
-        strings[:] = decode(unique_ids.tolist())
-        tokens_XW = strings[inverse.reshape(-1)].reshape(ids_XW.shape).tolist()
+        unique_ids = np.flatnonzero(np.bincount(ids_XW.reshape(-1))) if ids_XW.size else ids_XW.reshape(-1)
+        strings = np.empty(int(unique_ids[-1]) + 1 if len(unique_ids) else 0, dtype=object)
+        strings[unique_ids] = decode(unique_ids.tolist())
+        tokens_XW = strings[ids_XW].tolist()
         ids_XW, acts_XW = ids_XW.tolist(), acts_XW.tolist()
         features = [self.features[i] for i in feature_X.tolist()]
         groups = [_GROUPS[g] for g in group_X.tolist()]
