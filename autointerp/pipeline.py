@@ -187,8 +187,21 @@ def _differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
+def with_model_name(cfg: RunConfig) -> RunConfig:
+    """`cfg` with `model` taken from the SAE's metadata when not given, so the stored config names it."""
+    if cfg.model:
+        return cfg
+    sae = load_sae(resolve_sae_path(cfg.sae))
+    if not sae.cfg.model_name:
+        raise InputError(
+            expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json", "Pass --model NAME.")
+        )
+    return cfg.model_copy(update={"model": sae.cfg.model_name})
+
+
 def sample_stage(cfg: RunConfig):
     """Sample (once) into the run's store; returns (store, run_id)."""
+    cfg = with_model_name(cfg)
     store, run_id, run_dir = open_run(cfg)
     if run_id is not None and store.load_samples(run_id):
         print(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
@@ -220,6 +233,7 @@ def run(cfg: RunConfig, retry_failed: bool = False) -> int:
         spec, why = default_backend_spec()
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"explainer": spec})})
         print(f"No --explainer given: using {spec} ({why}).")
+    cfg = with_model_name(cfg)
     store, run_id = sample_stage(cfg)
     print_summary(asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed)))
     return 0
