@@ -75,3 +75,14 @@ def test_sae_that_does_not_fit_the_model(capsys, tmp_path):
     )
     code, _, err = run_cli(capsys, "info", "--sae", str(lost))
     assert_clean_error(code, err, "blocks.31.hook_resid_post", "no such hook")
+
+
+def test_shipped_demo_job_parses_and_flags_override_it():
+    from pathlib import Path
+
+    from autointerp.cli import build_config, parser
+
+    job = Path(__file__).parents[1] / "jobs" / "demo.toml"
+    cfg = build_config(parser().parse_args(["run", "--job", str(job), "--n-features", "7", "--quantise", "ceil"]))
+    assert cfg.sae == "demo" and cfg.llm.explainer == "local" and cfg.sampler.n_tokens == 60000
+    assert cfg.selection.n_features == 7 and cfg.scoring.quantise_rule == "ceil"
