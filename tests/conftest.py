@@ -39,3 +39,10 @@ def tiny_model():
         model_name="tiny-random",
     )
     return HookedTransformer(cfg).eval()
+
+
+@pytest.fixture
+def no_llm_keys(monkeypatch):
+    """No provider keys or base URLs from the environment leak into a test."""
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)

@@ -42,16 +42,7 @@ from autointerp.llm.baseline import (
 from autointerp.prompts import escape_token, explain_fewshot, render, token_lines
 
 
-@pytest.fixture(autouse=True)
-def _no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in (
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_AUTH_TOKEN",
-        "ANTHROPIC_BASE_URL",
-        "OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-    ):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_llm_keys")
 
 
 def cfg(**llm) -> RunConfig:
