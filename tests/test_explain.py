@@ -41,7 +41,6 @@ from autointerp.llm.baseline import (
 )
 from autointerp.prompts import escape_token, explain_fewshot, render, token_lines
 
-
 pytestmark = pytest.mark.usefixtures("no_llm_keys")
 
 
