@@ -143,7 +143,8 @@ def cmd_compare(args) -> int:
     if args.format == "json":
         print(json.dumps(result, indent=1))
     else:
-        print(format_rows(result["rows"], args.format))
+        print(format_rows(result["runs"], args.format))
+        print(format_rows([result["paired"] or result["unpaired"]], args.format))
         print(result["note"])
     return 0
 

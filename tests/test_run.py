@@ -204,3 +204,9 @@ def test_show_and_table_read_a_finished_run(sampled, tmp_path, capsys):
     assert "correlation_mean" in capsys.readouterr().out
     with RunStore.open(tmp_path / "done", create=False) as store:
         assert store.run_summary(store.latest_run_id())["scored"] == N_FEATURES
+    assert main(["compare", str(tmp_path / "done"), str(tmp_path / "done")]) == 0
+    out = capsys.readouterr().out
+    assert "Same SAE" in out and "mean_diff" in out
+    for kind in ("neuronpedia", "saedashboard", "jsonl", "html"):
+        assert main(["export", str(tmp_path / "done"), "--format", kind, "--out", str(tmp_path / kind)]) == 0
+        assert any((tmp_path / kind).iterdir())
