@@ -80,7 +80,9 @@ def smollm2_gguf_path() -> Path:
 def load_hf_smollm2(dtype: torch.dtype = torch.float32):
     """The transformers model and tokenizer dequantised from the GGUF (the reference for logit tests)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # one-off conversion; its bars would clutter the run's output
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
