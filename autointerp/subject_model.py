@@ -11,6 +11,7 @@ Weights are loaded without TransformerLens's folding/centering: the residual str
 Hugging Face model's, which is what SAEs trained through SAELens saw.
 """
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -77,6 +78,14 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def quiet_tqdm():
+    """Swallow progress bars written to stderr meanwhile (the GGUF reader's tqdm ignores every switch).
+    Exceptions still propagate with their messages."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        yield
+
+
 def load_hf_smollm2(dtype: torch.dtype = torch.float32):
     """The transformers model and tokenizer dequantised from the GGUF (the reference for logit tests)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -84,8 +93,9 @@ def load_hf_smollm2(dtype: torch.dtype = torch.float32):
 
     transformers_logging.disable_progress_bar()  # one-off conversion; its bars would clutter the run's output
     gguf = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    with quiet_tqdm():  # the GGUF reader's own tqdm bar ignores transformers' switch
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     # TransformerLens refuses a model flagged as GGUF-quantised; the weights are already dequantised.
     config = quantised.config
     if hasattr(config, "quantization_config"):
@@ -125,8 +135,10 @@ def _llama_tl_config(hf_config, n_ctx: int) -> dict[str, Any]:
 
 
 def _gguf_fingerprint(path: Path) -> str:
-    stat = path.stat()
-    return hashlib.sha256(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    """Name, size and the first MiB: the same wheel installed twice shares one cache entry."""
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+    return hashlib.sha256(f"{path.name}:{path.stat().st_size}:".encode() + head).hexdigest()[:12]
 
 
 def _build_smollm2_cache(target: Path, n_ctx: int) -> None:

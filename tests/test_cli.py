@@ -17,7 +17,7 @@ def run_cli(capsys, *argv):
 def assert_clean_error(code, err, *needles):
     assert code != 0
     assert "Traceback" not in err
-    assert err.startswith("autointerp: error: ")
+    assert err.strip().splitlines()[-1].startswith("autointerp: error: ")  # the paragraph closes stderr
     for needle in needles:
         assert needle in err, err
 

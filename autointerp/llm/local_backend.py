@@ -179,15 +179,16 @@ def _load_dequantised(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from autointerp.subject_model import _gguf_fingerprint, cache_dir
+    from autointerp.subject_model import _gguf_fingerprint, cache_dir, quiet_tqdm
 
     transformers_logging.disable_progress_bar()  # its per-load bars would break the run's progress display
 
     target = cache_dir() / "models" / f"{path.stem}-hf-{_gguf_fingerprint(path)}"
     if not (target / "model.safetensors").is_file():
         log.info("dequantising %s for value-slot scoring (once; cached at %s)", path.name, target)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        with quiet_tqdm():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         if hasattr(model.config, "quantization_config"):  # the weights are plain float32 now
             del model.config.quantization_config
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
