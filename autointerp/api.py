@@ -88,7 +88,7 @@ def score_checkpoint(
     specs as on the command line ('baseline' costs nothing and needs no LLM).
     """
     from autointerp.interpret import interpret_run
-    from autointerp.pipeline import versions
+    from autointerp.pipeline import corpus_fingerprint
     from autointerp.sampler import hook_activations, sample_features
     from autointerp.selection import choose_features, probe_log10_density
     from autointerp.store import RunStore
@@ -121,9 +121,7 @@ def score_checkpoint(
 
     store = RunStore.open(Path(db), create=True)
     run_id = f"{training_run}-step{step}-{time.strftime('%Y%m%d%H%M%S')}"
-    corpus_print = hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()[:16]
-    store.create_run(
-        run_id, training_run, cfg, _fingerprint(sae), corpus_print, versions(), training_run=training_run, step=step
-    )
+    fingerprints = (_fingerprint(sae), corpus_fingerprint(tokens.cpu()))
+    store.create_run(run_id, training_run, cfg, *fingerprints, training_run=training_run, step=step)
     store.save_samples(run_id, samples)
     return asyncio.run(interpret_run(store, run_id, cfg))

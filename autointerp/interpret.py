@@ -81,14 +81,16 @@ def score_simulation(sample: FeatureSample, simulation: Simulation, cfg: RunConf
     )
 
 
-def control_partners(features: list[int], share: float, seed: int) -> dict[int, int]:
-    """feature -> the feature whose explanation serves as its 'other' control, for `share` of them."""
+def control_partners(features: list[int], share: float, seed: int) -> dict[int, int | None]:
+    """The features (`share` of them, seeded) that get controls -> the feature whose explanation is their
+    'other' control (the next one, cyclically; None when there is no other feature)."""
     rng = random.Random(seed)
-    chosen = [f for f in features if rng.random() < share]
-    if len(features) < 2:
-        return {}
     ordered = sorted(features)
-    return {f: ordered[(ordered.index(f) + 1) % len(ordered)] for f in chosen}
+    chosen = [f for f in ordered if rng.random() < share]
+    return {
+        f: ordered[(i + 1) % len(ordered)] if len(ordered) > 1 else None
+        for i, f in ((ordered.index(f), f) for f in chosen)
+    }
 
 
 class Tally:
@@ -142,7 +144,7 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
         feature: int,
         explanations: dict[int, Explanation],
         controls: dict[int, Explanation],
-        partners: dict[int, int],
+        partners: dict[int, int | None],
         task,
     ) -> None:
         sample = samples[feature]
@@ -159,7 +161,7 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
                 jobs = []
                 if feature in controls:
                     jobs.append((controls[feature].text, "baseline"))
-                if other in explanations:
+                if other is not None and other in explanations:
                     jobs.append((explanations[other].text, f"other:{other}"))
                 for text, source in jobs:
                     try:

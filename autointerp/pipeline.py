@@ -85,18 +85,6 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("scores") / name
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("autointerp", "torch", "transformer_lens", "anthropic", "openai"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
 def _progress():
     from rich.progress import (
         BarColumn,
@@ -211,9 +199,7 @@ def sample_stage(cfg: RunConfig):
     samples, n_dead = sample(cfg, inputs)
     if run_id is None:
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
-        store.create_run(
-            run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL), versions()
-        )
+        store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL))
     store.save_samples(run_id, samples)
     seconds = time.time() - started
     print(
