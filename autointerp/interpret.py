@@ -20,11 +20,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from autointerp.best_of import explain_best_of
 from autointerp.config import RunConfig
-from autointerp.explain import CallRecord, LLMStageFailure, explain_feature
+from autointerp.explain import explain_feature
 from autointerp.llm.base import LLMBackend
 from autointerp.llm.spec import default_backend_spec, make_backend
-from autointerp.records import Explanation, FeatureSample, Simulation
+from autointerp.llm_calls import LLMStageFailure
+from autointerp.records import CallRecord, Explanation, FeatureSample, Simulation
 from autointerp.scoring import FeatureScores, score_feature
 from autointerp.simulate import simulate_feature
 
@@ -131,7 +133,10 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
         try:
             control, _ = await explain_feature(baseline, sample, cfg)
             store.save_explanation(run_id, control, "baseline")
-            explanation, calls = await explain_feature(explainer, sample, cfg, simulator=simulator)
+            if cfg.llm.best_of > 1:  # candidates judged by the simulator on held-out explanation windows
+                explanation, calls = await explain_best_of(explainer, sample, cfg, simulator=simulator)
+            else:
+                explanation, calls = await explain_feature(explainer, sample, cfg)
             tally.add(calls)
             store.save_explanation(run_id, explanation, "llm", calls=call_rows(calls))
         except LLMStageFailure as failure:

@@ -4,7 +4,7 @@ Units are stated on every field: "raw" means the SAE's own activation scale, "0.
 scale shown to and predicted by the LLM.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -75,6 +75,24 @@ class Usage(BaseModel):
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
         )
+
+
+class CallRecord(BaseModel):
+    """One LLM call (or a refused/failed one) made for a feature: what it cost and what came back."""
+
+    stage: Literal["explain", "simulate"]
+    feature: int
+    backend: str = Field(description="backend spec, e.g. 'anthropic:claude-haiku-5-5', 'local'")
+    prompt_hash: str = Field(description="sha256 of the request JSON (LLMRequest.prompt_hash)")
+    ok: bool = Field(description="True if the answer was used; False for an unreadable answer or a failed call")
+    response_text: str | None = Field(default=None, description="the raw answer; None if the call failed")
+    error: str | None = Field(default=None, description="why the answer was not used, or why the call failed")
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_s: float = Field(default=0.0, description="seconds of the successful HTTP attempt")
+    attempts: int = Field(default=1, description="HTTP tries of this call (transient errors retried)")
+    model: str | None = Field(default=None, description="model name the server reported")
+    detail: dict[str, Any] = Field(default_factory=dict, description="stage specifics: mode, shuffle order, candidate")
 
 
 class Explanation(BaseModel):

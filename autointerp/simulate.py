@@ -7,7 +7,7 @@ The request is `system` + one worked example (prompts/simulate_fewshot.json, as 
 identical for every feature) + one user turn with the explanation and the windows.
 
 Modes, chosen from the backend:
-- "baseline": the baseline backend, no LLM (autointerp.llm.baseline.baseline_simulation).
+- "baseline": the baseline backend, no LLM (autointerp.baseline.baseline_simulation).
 - "logprob" (backend.supports_logprobs): the answer is the listing `Excerpt N:` then `token<TAB>value`
   lines. A prediction is the expected value of the distribution over the levels '0'..'10' at each value
   slot, normalised over those 11 outcomes (`expected_level`).
@@ -32,17 +32,11 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Literal, Protocol, cast, runtime_checkable
 
+from autointerp.baseline import baseline_simulation
 from autointerp.config import RunConfig
-from autointerp.explain import (
-    CallRecord,
-    LLMStageFailure,
-    ask_until_valid,
-    failed_call,
-    record_call,
-    total_usage,
-)
 from autointerp.llm.base import LLMBackend, LLMCallError, LLMRequest, LLMResponse, Message, TokenLogprob
-from autointerp.llm.baseline import BaselineBackend, baseline_simulation
+from autointerp.llm.baseline import BaselineBackend
+from autointerp.llm_calls import LLMStageFailure, ask_until_valid, failed_call, record_call, total_usage
 from autointerp.prompts import (
     escape_token,
     excerpt_header,
@@ -52,7 +46,7 @@ from autointerp.prompts import (
     simulate_fewshot,
     token_lines,
 )
-from autointerp.records import Simulation, Window
+from autointerp.records import CallRecord, Simulation, Window
 
 SimulationMode = Literal["logprob", "sampled"]
 

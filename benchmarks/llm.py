@@ -83,8 +83,6 @@ from loopback_llm import fake_tokens, split_tokens, start_loopback  # noqa: E402
 
 from autointerp.config import RunConfig  # noqa: E402
 from autointerp.explain import (  # noqa: E402
-    CallRecord,
-    LLMStageFailure,
     build_explain_request,
     explain_feature,
     feature_max,
@@ -92,8 +90,9 @@ from autointerp.explain import (  # noqa: E402
 )
 from autointerp.llm import make_backend  # noqa: E402
 from autointerp.llm.pricing import PRICES  # noqa: E402
+from autointerp.llm_calls import LLMStageFailure  # noqa: E402
 from autointerp.prompts import escape_token  # noqa: E402
-from autointerp.records import FeatureSample, FeatureStats, Usage, Window  # noqa: E402
+from autointerp.records import CallRecord, FeatureSample, FeatureStats, Usage, Window  # noqa: E402
 from autointerp.scoring import quantise  # noqa: E402
 from autointerp.simulate import (  # noqa: E402
     TOP_LOGPROBS,

@@ -8,6 +8,8 @@
 
 import random
 
+from helpers_windows import make_window
+
 from autointerp.records import Explanation, FeatureReport, FeatureStats, Window
 from autointerp.scoring import score_feature
 
@@ -100,13 +102,13 @@ def _window(
         acts[at + 1] = round(0.3 * peak, 4)
     for i, token in enumerate(forced):
         tokens[i] = token
-    return Window(
+    return make_window(
+        tokens,
+        acts,
         feature=feature,
         context_id=context_id,
-        start=rng.randrange(0, 200),
+        start=rng.randrange(0, 200),  # drawn before the token ids, as the fixtures always were
         token_ids=[rng.randrange(50_000) for _ in tokens],
-        tokens=tokens,
-        activations=acts,
         group=group,
         interval=interval,
         split=split,

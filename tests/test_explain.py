@@ -1,5 +1,6 @@
-"""The explainer: token layout, quantisation, escaping, answer parsing, the golden prompt, the baseline,
-and explain_feature against the real Anthropic SDK talking to a loopback server."""
+"""The explainer: token layout, quantisation, escaping, answer parsing, the golden prompt, and
+explain_feature against the real Anthropic SDK talking to a loopback server. The baseline explanation is
+tested in tests/test_baseline.py, best-of-n in tests/test_best_of.py."""
 
 from __future__ import annotations
 
@@ -8,13 +9,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from golden.golden_helpers import (
-    assert_golden,
-    golden_explain_windows,
-    make_sample,
-    make_window,
-    render_request,
-)
+from golden.golden_helpers import assert_golden, golden_explain_windows, render_request
+from helpers_windows import make_sample, make_window
 from loopback_llm import LoopbackServer, start_loopback
 
 from autointerp.config import RunConfig
@@ -22,7 +18,6 @@ from autointerp.explain import (
     EXPLAIN_ATTEMPTS,
     MAX_EXPLANATION_CHARS,
     ExplanationFailure,
-    best_of_split,
     build_explain_request,
     excerpt_lines,
     explain_feature,
@@ -31,14 +26,6 @@ from autointerp.explain import (
     parse_explanation,
 )
 from autointerp.llm import make_backend
-from autointerp.llm.baseline import (
-    BASELINE_LABEL,
-    baseline_explanation,
-    baseline_simulation,
-    format_baseline,
-    parse_baseline,
-    top_tokens,
-)
 from autointerp.prompts import escape_token, explain_fewshot, render, token_lines
 
 pytestmark = pytest.mark.usefixtures("no_llm_keys")
@@ -168,54 +155,7 @@ def test_parse_explanation_rejects_empty_answers(answer: str) -> None:
         parse_explanation(answer)
 
 
-# ------------------------------------------------------------------------------------------- baseline
-def baseline_windows():
-    return [
-        make_window(["The", " king", " and", " the", " lord", "\n"], [0, 8.0, 0, 0.5, 6.0, 0]),
-        make_window(["A", " king", "'s", " Duke", " said"], [0, 10.0, 1.0, 5.0, 0]),
-        make_window([" the", " queen", " and", " a", " king"], [0, 0, 0, 0, 6.0]),
-    ]
-
-
-def test_baseline_explanation_ranks_tokens_by_mean_activation_and_is_labelled() -> None:
-    windows = baseline_windows()
-    text = baseline_explanation(windows, 10.0, "floor")
-    assert text == f"{BASELINE_LABEL} ' king' (8), ' lord' (6), ' Duke' (5), \"'s\" (1), ' the' (1)"
-    assert baseline_explanation(list(windows), 10.0, "floor") == text  # deterministic
-    assert top_tokens(windows, 10.0, "floor", n=2) == [(" king", 8), (" lord", 6)]
-
-
-def test_baseline_text_round_trips_any_token() -> None:
-    pairs = [("\n", 3), ("it's", 7), ('say "hi"', 1), (" ", 10), ("back\\slash", 2)]
-    assert parse_baseline(format_baseline(pairs)) == pairs
-    assert parse_baseline(format_baseline([])) == []
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["the word dog", f"{BASELINE_LABEL} ' king' 8", f"{BASELINE_LABEL} ' king' (11)", f"{BASELINE_LABEL}"],
-)
-def test_parse_baseline_rejects_other_text(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_baseline(text)
-
-
-def test_baseline_simulation_gives_listed_tokens_their_level() -> None:
-    text = baseline_explanation(baseline_windows(), 10.0, "floor")
-    held = [make_window(["My", " king", " lord", " King"], [0, 0, 0, 0], split="score")]
-    assert baseline_simulation(text, held) == [[0.0, 8.0, 6.0, 0.0]]
-
-
-def test_explain_feature_with_the_baseline_backend_makes_no_call() -> None:
-    sample = make_sample(baseline_windows())
-    backend = make_backend("baseline")
-    explanation, calls = asyncio.run(explain_feature(backend, sample, cfg()))
-    assert calls == [] and backend.n_calls == 0
-    assert explanation.text.startswith(BASELINE_LABEL) and explanation.backend == "baseline"
-    again, _ = asyncio.run(explain_feature(backend, sample, cfg()))
-    assert again == explanation
-
-
+# ------------------------------------------------------------------------------------------- failures without a call
 def test_a_feature_that_never_fires_is_an_explanation_failure() -> None:
     sample = make_sample([make_window(["a", " b"], [0.0, 0.0])], max_activation=0.0)
     with pytest.raises(ExplanationFailure, match="fires on no token"):
@@ -275,50 +215,3 @@ def test_a_failed_call_is_an_explanation_failure_with_its_record() -> None:
     finally:
         server.stop()
     assert len(info.value.calls) == 1 and info.value.calls[0].error and info.value.calls[0].response_text is None
-
-
-# ------------------------------------------------------------------------------------------- best of n
-def _simulating_responder(candidates: list[str]):
-    """Explain requests get the next candidate; simulate requests mark every token the explanation names."""
-
-    def respond(kind: str, body: dict) -> str:
-        system = body["system"][0]["text"] if isinstance(body["system"], list) else body["system"]
-        user = body["messages"][-1]["content"]
-        if "Explanation:" not in system and "Activations:" not in system:
-            raise AssertionError("unexpected request")
-        if "Activations:" not in system:
-            return candidates.pop(0)
-        named = user.split("\n", 1)[0].removeprefix("Explanation: ").split()[-1]
-        items = []
-        for block in user.split("Excerpt ")[1:]:
-            number = int(block.split(":", 1)[0])
-            for line in block.split("\n")[1:]:
-                if "\t" in line:
-                    index, token = line.split("\t", 1)
-                    if token.strip() == named:
-                        items.append(f"{number}:{index}=9")
-        return "Activations: " + (", ".join(items) or "none")
-
-    return respond
-
-
-def test_best_of_keeps_the_candidate_that_simulates_best() -> None:
-    windows = [
-        make_window(["the", " dog", " ran"], [0, 5.0, 0], context_id=0),
-        make_window(["a", " dog", " sat"], [0, 4.0, 0], context_id=1),
-        make_window(["my", " dog", " ate"], [0, 3.0, 0], context_id=2),
-        make_window(["one", " cat", " hid"], [0, 0.0, 0], context_id=3),
-    ]
-    assert best_of_split(windows)[1] == [windows[1]]  # the second strongest is held out
-    server = start_loopback(responder=_simulating_responder(["Explanation: cat", "Explanation: dog"]))
-    try:
-        backend = anthropic_backend(server)
-        explanation, calls = asyncio.run(explain_feature(backend, make_sample(windows), cfg(best_of=2)))
-    finally:
-        server.stop()
-    assert explanation.text == "dog"
-    stages = sorted((c.stage, c.detail.get("candidate")) for c in calls)
-    assert stages == [("explain", 0), ("explain", 1), ("simulate", 0), ("simulate", 1)]
-    assert explanation.usage.output_tokens == sum(c.usage.output_tokens for c in calls)
-    shown = server.requests[0].body["messages"][-1]["content"]
-    assert " sat" not in shown and " ran" in shown  # the held-out window is not shown to the explainer

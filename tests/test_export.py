@@ -18,13 +18,14 @@ from helpers_reports import (
     make_report,
     make_reports,
 )
+from helpers_windows import make_window
 
 from autointerp.errors import InputError
 from autointerp.export import EXPORTERS, export, exporter_options
 from autointerp.export.common import activation_bins, histogram_share
 from autointerp.export.html import embed_json
 from autointerp.export.neuronpedia import clip_explanation, utf16_len
-from autointerp.records import FeatureReport, Window
+from autointerp.records import FeatureReport
 from autointerp.scoring import COLUMNS
 
 GROUPS = {"top", "interval", "random", "nonactivating"}
@@ -241,26 +242,8 @@ def test_neuronpedia_cuts_long_windows_and_fills_empty_tokens(tmp_path: Path) ->
     tokens[3] = ""
     tokens[1500] = " PEAK"
     report.windows = [
-        Window(
-            feature=5,
-            context_id=1,
-            start=0,
-            token_ids=list(range(n)),
-            tokens=tokens,
-            activations=acts,
-            group="top",
-            split="explain",
-        ),
-        Window(
-            feature=5,
-            context_id=2,
-            start=0,
-            token_ids=[1, 2],
-            tokens=["", " x"],
-            activations=[0.0, 1.0],
-            group="random",
-            split="score",
-        ),
+        make_window(tokens, acts, feature=5, context_id=1),
+        make_window(["", " x"], [0.0, 1.0], feature=5, context_id=2, token_ids=[1, 2], group="random", split="score"),
     ]
     body = json.loads(export("neuronpedia", [report], tmp_path)[0].read_text(encoding="utf-8"))
     validate_neuronpedia_batch(body)

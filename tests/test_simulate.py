@@ -9,13 +9,14 @@ import math
 from collections.abc import Sequence
 
 import pytest
-from golden.golden_helpers import assert_golden, golden_score_windows, make_window, render_request
+from golden.golden_helpers import assert_golden, golden_score_windows, render_request
+from helpers_windows import make_window
 from loopback_llm import LoopbackServer, start_loopback
 
+from autointerp.baseline import BASELINE_LABEL
 from autointerp.config import RunConfig
 from autointerp.llm import LLMRequest, LLMResponse, TokenLogprob, make_backend
 from autointerp.llm.base import BackendOptions, LLMBackend
-from autointerp.llm.baseline import BASELINE_LABEL
 from autointerp.prompts import token_lines
 from autointerp.records import Usage, Window
 from autointerp.scoring import score_feature

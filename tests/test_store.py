@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_windows import make_window
 
 from autointerp import store as store_module
 from autointerp.config import LLMConfig, RunConfig
@@ -24,15 +25,15 @@ RUN = "run-1"
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def make_window(feature: int, idx: int, group: str, split: str, peak: float, interval: int | None = None) -> Window:
-    acts = [0.0, peak, peak / 2, 0.0]
-    return Window(
+def store_window(feature: int, idx: int, group: str, split: str, peak: float, interval: int | None = None) -> Window:
+    """Four tokens peaking at `peak` on the second; context, start and token ids follow feature and idx."""
+    return make_window(
+        ["a", f"tok{idx}", " the", "\t"],
+        [0.0, peak, peak / 2, 0.0],
         feature=feature,
         context_id=100 * feature + idx,
         start=idx,
         token_ids=[feature, idx, 7, 8],
-        tokens=["a", f"tok{idx}", " the", "\t"],
-        activations=acts,
         group=group,
         interval=interval,
         split=split,
@@ -41,10 +42,10 @@ def make_window(feature: int, idx: int, group: str, split: str, peak: float, int
 
 def make_sample(feature: int, n_active: int = 10, n_tokens: int = 1000) -> FeatureSample:
     windows = [
-        make_window(feature, 0, "top", "explain", 4.0),
-        make_window(feature, 1, "top", "score", 3.0),
-        make_window(feature, 2, "interval", "score", 1.5, interval=0),
-        make_window(feature, 3, "random", "score", 0.0),
+        store_window(feature, 0, "top", "explain", 4.0),
+        store_window(feature, 1, "top", "score", 3.0),
+        store_window(feature, 2, "interval", "score", 1.5, interval=0),
+        store_window(feature, 3, "random", "score", 0.0),
     ]
     stats = FeatureStats(
         feature=feature,

@@ -9,6 +9,7 @@ The SDKs are imported only when a backend of theirs is made.
 
 from autointerp.llm.base import (
     BackendOptions,
+    BackendSpec,
     LLMBackend,
     LLMCallError,
     LLMRequest,
@@ -17,29 +18,14 @@ from autointerp.llm.base import (
     TokenLogprob,
     redact,
 )
-from autointerp.llm.pricing import Cost, Price, cost, load_overrides
-from autointerp.llm.retry import (
-    InvalidAnswerError,
-    PermanentError,
-    RetryPolicy,
-    TransientError,
-    Validated,
-    complete_validated,
-)
-from autointerp.llm.spec import (
-    BACKENDS,
-    BackendSpec,
-    default_backend_spec,
-    make_backend,
-    parse_backend_spec,
-)
+from autointerp.llm.pricing import Price, find_price, load_overrides
+from autointerp.llm.retry import PermanentError, RetryPolicy, TransientError
+from autointerp.llm.spec import BACKENDS, default_backend_spec, make_backend, parse_backend_spec
 
 __all__ = [
     "BACKENDS",
     "BackendOptions",
     "BackendSpec",
-    "Cost",
-    "InvalidAnswerError",
     "LLMBackend",
     "LLMCallError",
     "LLMRequest",
@@ -50,10 +36,8 @@ __all__ = [
     "RetryPolicy",
     "TokenLogprob",
     "TransientError",
-    "Validated",
-    "complete_validated",
-    "cost",
     "default_backend_spec",
+    "find_price",
     "load_overrides",
     "make_backend",
     "parse_backend_spec",

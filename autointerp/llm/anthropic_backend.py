@@ -5,7 +5,7 @@
   when there is no prefix). Anthropic caches nothing shorter than the model's minimum (1k-4k tokens).
 - Usage: `input_tokens` (already uncached), `cache_read_input_tokens` -> cached_input_tokens,
   `cache_creation_input_tokens` -> cache_write_tokens, `output_tokens` (thinking included).
-- No logprobs. `json_schema` goes to `output_config.format` (structured outputs).
+- No logprobs.
 - The SDK's own retries are off (`max_retries=0`): autointerp.llm.retry decides.
 
 Newer Claude models reject some request fields with a 400 (per Anthropic's migration guides, 2026-11):
@@ -16,17 +16,14 @@ call to call) and `supports_prefill` is False, so a prefilled request fails befo
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from typing import Any
 
 import anthropic
 
 from autointerp.errors import InputError
-from autointerp.llm.base import BackendOptions, LLMBackend, LLMRequest, LLMResponse
-from autointerp.llm.retry import TransientError, error_for_status
-from autointerp.llm.spec import BackendSpec
+from autointerp.llm.base import BackendOptions, BackendSpec, LLMBackend, LLMRequest, LLMResponse
+from autointerp.llm.retry import TransientError, first_line, sdk_errors_translated
 from autointerp.records import Usage
 
 EPHEMERAL = {"type": "ephemeral"}
@@ -57,7 +54,6 @@ def accepts_prefill(model: str) -> bool:
 
 class AnthropicBackend(LLMBackend):
     supports_logprobs = False
-    supports_json_schema = True
 
     def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
         assert spec.model is not None
@@ -115,22 +111,12 @@ class AnthropicBackend(LLMBackend):
             params["extra_body"] = {"temperature": request.temperature}
         if request.stop:
             params["stop_sequences"] = list(request.stop)
-        if request.json_schema is not None:
-            params["output_config"] = {"format": {"type": "json_schema", "schema": request.json_schema}}
         return params
 
     async def _call(self, request: LLMRequest) -> LLMResponse:
         params = self.build_params(request)
-        try:
+        with sdk_errors_translated(anthropic, _describe):
             message = await self.client.messages.create(**params)
-        except anthropic.APIStatusError as exc:
-            raise error_for_status(exc.status_code, _describe(exc), exc.response.headers) from None
-        except anthropic.APIConnectionError as exc:  # includes APITimeoutError
-            raise TransientError(f"{type(exc).__name__}: {_first_line(str(exc))}") from None
-        except anthropic.APIResponseValidationError as exc:
-            raise TransientError(f"malformed response: {_first_line(str(exc))}") from None
-        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON
-            raise TransientError(f"malformed response: {type(exc).__name__}: {_first_line(str(exc))}") from None
         return self._parse(message)
 
     def _parse(self, message: Any) -> LLMResponse:
@@ -157,10 +143,5 @@ class AnthropicBackend(LLMBackend):
 
 def _describe(exc: anthropic.APIStatusError) -> str:
     kind = getattr(exc, "type", None)
-    detail = getattr(exc, "api_message", None) or _first_line(exc.message)
+    detail = getattr(exc, "api_message", None) or first_line(exc.message)
     return f"HTTP {exc.status_code}" + (f" {kind}" if kind else "") + f": {detail}"
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = re.split(r"[\r\n]", text, maxsplit=1)[0]
-    return line if len(line) <= limit else line[:limit] + "..."

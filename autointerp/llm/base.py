@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import re
 import time
@@ -26,13 +25,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from autointerp.llm.pricing import Price, find_price
-from autointerp.llm.retry import PermanentError, RetryPolicy, TransientError
+from autointerp.llm.retry import PermanentError, RetryPolicy, TransientError, is_retryable_status
 from autointerp.records import Usage
-
-log = logging.getLogger(__name__)
 
 # Environment variables whose values must never appear in an error message.
 SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY")
+
+
+class BackendSpec(BaseModel, frozen=True):
+    """A parsed backend spec string (autointerp.llm.spec.parse_backend_spec): `kind[:model][@base_url]`."""
+
+    kind: str
+    model: str | None = None
+    base_url: str | None = None
+
+    def __str__(self) -> str:
+        text = self.kind if self.model is None else f"{self.kind}:{self.model}"
+        return text if self.base_url is None else f"{text}@{self.base_url}"
 
 
 class Message(BaseModel, frozen=True):
@@ -58,9 +67,6 @@ class LLMRequest(BaseModel, frozen=True):
         default=False, description="ask for per-token logprobs; ignored where supports_logprobs is False"
     )
     top_logprobs: int = Field(default=0, ge=0, le=20, description="alternatives per token when logprobs is set")
-    json_schema: dict[str, Any] | None = Field(
-        default=None, description="constrain the answer to this JSON schema where supported"
-    )
     stop: tuple[str, ...] | None = Field(default=None, description="stop sequences")
     assistant_prefill: str | None = Field(
         default=None, description="start of the assistant's answer; the response text is what follows it"
@@ -144,8 +150,6 @@ class LLMCallError(Exception):
     @property
     def retryable(self) -> bool:
         """True if the last failure was transient (a later run may succeed)."""
-        from autointerp.llm.retry import is_retryable_status
-
         return self.status is None or is_retryable_status(self.status)
 
     def __str__(self) -> str:
@@ -242,7 +246,6 @@ class LLMBackend(ABC):
 
     supports_logprobs: bool = False
     supports_prefill: bool = True
-    supports_json_schema: bool = False
 
     def __init__(self, name: str, model: str, options: BackendOptions | None = None) -> None:
         self.name = name
@@ -308,7 +311,7 @@ class LLMBackend(ABC):
                 self.name,
                 None,
                 f"model {self.model!r} rejects an assistant prefill; send the request without "
-                "assistant_prefill (ask for the format in the prompt, or use json_schema)",
+                "assistant_prefill (ask for the format in the prompt)",
                 0,
             )
         state = self._state()

@@ -3,7 +3,7 @@
 
 Two engines, each loaded on first use, once per process and file (module-level cache, thread-safe):
 - generation (explanations, and any `complete` call) through llama.cpp (`xllamacpp.Server`, OpenAI
-  chat-completion dicts in and out; logprobs, stop sequences and a JSON-schema `response_format` work);
+  chat-completion dicts in and out; logprobs and stop sequences work);
 - value-slot scoring for the simulator's logprob mode (`score_value_slots`) through transformers on the
   dequantised GGUF: one teacher-forced forward pass reads the distribution over the levels 0..10 at
   every slot. Values are not generated, so a small model cannot drift off the format.
@@ -38,6 +38,7 @@ from typing import Any
 from autointerp.errors import InputError, expected
 from autointerp.llm.base import (
     BackendOptions,
+    BackendSpec,
     LLMBackend,
     LLMCallError,
     LLMRequest,
@@ -45,7 +46,6 @@ from autointerp.llm.base import (
     TokenLogprob,
 )
 from autointerp.llm.retry import PermanentError, TransientError
-from autointerp.llm.spec import BACKENDS, BackendSpec
 from autointerp.records import Usage
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,6 @@ def chat_messages(request: LLMRequest) -> list[dict[str, str]]:
 class LocalBackend(LLMBackend):
     supports_logprobs = True
     supports_prefill = True
-    supports_json_schema = True
     # A 135M model asked for "Explanation: ..." mostly answers with junk ("Excerpt 19:"); starting its
     # answer with the sentence's subject keeps it on the pattern. The explainer reads this attribute.
     explanation_prefill = "Explanation: the feature fires on"
@@ -268,11 +267,6 @@ class LocalBackend(LLMBackend):
                 body["top_logprobs"] = request.top_logprobs
         if request.stop:
             body["stop"] = list(request.stop)
-        if request.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": request.json_schema},
-            }
         return body
 
     async def _call(self, request: LLMRequest) -> LLMResponse:
@@ -353,8 +347,3 @@ class LocalBackend(LLMBackend):
         return LLMResponse(
             text="", logprobs=slots, usage=usage, latency_s=latency, model=self.model, finish_reason="stop"
         )
-
-
-@BACKENDS.register("local")
-def _local(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
-    return LocalBackend(spec, options)

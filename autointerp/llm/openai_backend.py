@@ -5,7 +5,7 @@
 - Usage: `prompt_tokens` counts cached tokens too, so input_tokens = prompt_tokens - cached - cache
   writes; cached_input_tokens = `prompt_tokens_details.cached_tokens`; cache_write_tokens =
   `prompt_tokens_details.cache_write_tokens` where reported. Same meaning as for Anthropic.
-- logprobs / top_logprobs are passed when asked; `json_schema` becomes a strict `response_format`.
+- logprobs / top_logprobs are passed when asked.
 - On api.openai.com the token cap is sent as `max_completion_tokens` (reasoning models reject
   `max_tokens`); other servers get `max_tokens`, which every compatible server understands.
 - Reasoning models (o1/o3/o4, gpt-5 families) accept neither temperature nor logprobs: temperature is
@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
@@ -26,9 +25,8 @@ from typing import Any
 import openai
 
 from autointerp.errors import InputError
-from autointerp.llm.base import BackendOptions, LLMBackend, LLMRequest, LLMResponse, TokenLogprob
-from autointerp.llm.retry import TransientError, error_for_status
-from autointerp.llm.spec import BackendSpec
+from autointerp.llm.base import BackendOptions, BackendSpec, LLMBackend, LLMRequest, LLMResponse, TokenLogprob
+from autointerp.llm.retry import TransientError, first_line, sdk_errors_translated
 from autointerp.records import Usage
 
 OFFICIAL_HOST = "api.openai.com"
@@ -37,8 +35,6 @@ _REASONING = re.compile(r"^(o\d|gpt-5)")
 
 
 class OpenAIBackend(LLMBackend):
-    supports_json_schema = True
-
     def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
         assert spec.model is not None
         super().__init__(str(spec), spec.model, options)
@@ -83,11 +79,6 @@ class OpenAIBackend(LLMBackend):
                 params["top_logprobs"] = request.top_logprobs
         if request.stop:
             params["stop"] = list(request.stop)
-        if request.json_schema is not None:
-            params["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": request.json_schema, "strict": True},
-            }
         if request.assistant_prefill:
             messages.append({"role": "assistant", "content": request.assistant_prefill})
             params["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
@@ -95,16 +86,8 @@ class OpenAIBackend(LLMBackend):
 
     async def _call(self, request: LLMRequest) -> LLMResponse:
         params = self.build_params(request)
-        try:
+        with sdk_errors_translated(openai, _describe):
             completion = await self.client.chat.completions.create(**params)
-        except openai.APIStatusError as exc:
-            raise error_for_status(exc.status_code, _describe(exc), exc.response.headers) from None
-        except openai.APIConnectionError as exc:  # includes APITimeoutError
-            raise TransientError(f"{type(exc).__name__}: {_first_line(str(exc))}") from None
-        except openai.APIResponseValidationError as exc:
-            raise TransientError(f"malformed response: {_first_line(str(exc))}") from None
-        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON
-            raise TransientError(f"malformed response: {type(exc).__name__}: {_first_line(str(exc))}") from None
         return self._parse(completion, request)
 
     def _parse(self, completion: Any, request: LLMRequest) -> LLMResponse:
@@ -148,11 +131,6 @@ def _usage(usage: Any) -> Usage:
 def _describe(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
-    detail = error.get("message") or _first_line(exc.message)
+    detail = error.get("message") or first_line(exc.message)
     kind = error.get("type") or error.get("code")
     return f"HTTP {exc.status_code}" + (f" {kind}" if kind else "") + f": {detail}"
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = re.split(r"[\r\n]", text, maxsplit=1)[0]
-    return line if len(line) <= limit else line[:limit] + "..."

@@ -12,7 +12,8 @@ docs; they could not be checked live from here. Prices change: override them (`-
 discounts, 1-hour cache writes (priced as 5-minute writes), Haiku 5.5's higher rates for prompts over
 100k tokens, regional (`inference_geo`) surcharges.
 
-An unknown model costs 0.0 with `known=False`: a missing price never stops a run.
+An unknown model has no price (`find_price` returns None): its backend charges 0.0 and says so with
+`price_known`; a missing price never stops a run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -95,11 +96,6 @@ PRICES: dict[str, Price] = {
 _SUFFIX = re.compile(r"(-\d{4}-?\d{2}-?\d{2}|-latest|\[[^\]]*\]|@.*)*")
 
 
-class Cost(NamedTuple):
-    usd: float
-    known: bool  # False: no price for this model, usd is 0.0
-
-
 PriceOverrides = Mapping[str, Price | Mapping[str, float]] | str | Path
 
 
@@ -157,16 +153,3 @@ def find_price(model: str, overrides: Mapping[str, Price] | None = None) -> Pric
         if best is not None:
             return table[best]
     return None
-
-
-def cost(model: str, usage: Usage, overrides: PriceOverrides | Mapping[str, Price] | None = None) -> Cost:
-    """USD cost of `usage` on `model`; Cost(0.0, known=False) when the model has no price."""
-    table = overrides if _is_loaded(overrides) else load_overrides(overrides)  # type: ignore[arg-type]
-    price = find_price(model, table)  # type: ignore[arg-type]
-    if price is None:
-        return Cost(0.0, False)
-    return Cost(price.cost(usage), True)
-
-
-def _is_loaded(overrides: object) -> bool:
-    return isinstance(overrides, Mapping) and all(isinstance(v, Price) for v in overrides.values())

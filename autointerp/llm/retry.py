@@ -1,23 +1,29 @@
 """When to try an LLM call again, and how long to wait first.
 
-Backends translate their SDK's exceptions into two of ours, so this module knows no SDK:
+Backends translate their SDK's exceptions into two of ours, so the retry loop knows no SDK:
 `TransientError` (try again: 408/409/429/5xx/529, timeouts, dropped connections, malformed bodies) and
-`PermanentError` (do not: 400/401/403/404/413/422 and other 4xx). The wait before another try is exactly
-what the server asked for in `retry-after-ms` / `retry-after` (capped), otherwise exponential backoff
-with jitter.
+`PermanentError` (do not: 400/401/403/404/413/422 and other 4xx). `sdk_errors_translated` is that
+translation for the anthropic and openai SDKs, which share one exception hierarchy (both are generated
+by Stainless); the SDK module is passed in, so nothing here imports an SDK. The wait before another try
+is exactly what the server asked for in `retry-after-ms` / `retry-after` (capped), otherwise exponential
+backoff with jitter.
 
 Validating the *content* of an answer (a parseable explanation, the right number of predictions) is
-the caller's job; `complete_validated` is a small helper for callers that want to re-ask on a bad answer.
+the caller's job (autointerp.llm_calls).
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from types import ModuleType
+from typing import Any
 
 from tenacity import (
     AsyncRetrying,
@@ -25,10 +31,6 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
 )
-
-if TYPE_CHECKING:
-    from autointerp.llm.base import LLMBackend, LLMRequest, LLMResponse
-    from autointerp.records import Usage
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -89,6 +91,32 @@ def error_for_status(status: int, message: str, headers: Mapping[str, str] | Non
     return PermanentError(message, status=status)
 
 
+def first_line(text: str, limit: int = 300) -> str:
+    """The first line of an SDK's error text, cut to `limit` characters (the rest is request dumps)."""
+    line = re.split(r"[\r\n]", text, maxsplit=1)[0]
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+@contextmanager
+def sdk_errors_translated(sdk: ModuleType, describe_status: Callable[[Any], str]) -> Iterator[None]:
+    """Around one SDK call: turn the failures of the `anthropic` or `openai` SDK (passed as `sdk`) into
+    TransientError / PermanentError. `describe_status(exc)` words an `sdk.APIStatusError` (each SDK
+    shapes its error body its own way). Other exceptions pass through unchanged.
+
+    Raised `from None`: the SDK exception holds the request, headers (the API key) included.
+    """
+    try:
+        yield
+    except sdk.APIStatusError as exc:
+        raise error_for_status(exc.status_code, describe_status(exc), exc.response.headers) from None
+    except sdk.APIConnectionError as exc:  # includes APITimeoutError
+        raise TransientError(f"{type(exc).__name__}: {first_line(str(exc))}") from None
+    except sdk.APIResponseValidationError as exc:
+        raise TransientError(f"malformed response: {first_line(str(exc))}") from None
+    except json.JSONDecodeError as exc:  # a 200 whose body is not JSON
+        raise TransientError(f"malformed response: {type(exc).__name__}: {first_line(str(exc))}") from None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often to try and how long to wait between tries (seconds)."""
@@ -119,59 +147,3 @@ class RetryPolicy:
             retry=retry_if_exception_type((TransientError, TimeoutError)),
             reraise=True,
         )
-
-
-T = TypeVar("T")
-
-
-@dataclass
-class Validated(Generic[T]):
-    """A parsed answer and every response it took to get it (their usage adds up to the cost)."""
-
-    value: T
-    responses: list[LLMResponse]
-
-    @property
-    def usage(self) -> Usage:
-        from autointerp.records import Usage
-
-        total = Usage()
-        for response in self.responses:
-            total = total + response.usage
-        return total
-
-
-class InvalidAnswerError(Exception):
-    """Every answer failed the caller's parser; `responses` keeps them (and their usage) for the record."""
-
-    def __init__(self, message: str, responses: list[LLMResponse]) -> None:
-        super().__init__(message)
-        self.responses = responses
-
-
-async def complete_validated(
-    backend: LLMBackend,
-    request: LLMRequest,
-    parse: Callable[[LLMResponse], T],
-    *,
-    tries: int = 2,
-    retry_temperature: float | None = None,
-) -> Validated[T]:
-    """Ask, parse; on a parse failure (`parse` raises ValueError) ask again, up to `tries` times.
-
-    `retry_temperature` replaces the request's temperature on the re-asks (at temperature 0 the same
-    request tends to get the same bad answer). LLMCallError from the backend propagates unchanged.
-    """
-    responses: list[LLMResponse] = []
-    errors: list[str] = []
-    for attempt in range(tries):
-        current = request
-        if attempt and retry_temperature is not None:
-            current = request.model_copy(update={"temperature": retry_temperature})
-        response = await backend.complete(current)
-        responses.append(response)
-        try:
-            return Validated(parse(response), responses)
-        except ValueError as exc:
-            errors.append(str(exc))
-    raise InvalidAnswerError(f"{tries} answer(s) from {backend.name} failed to parse: {errors[-1]}", responses)

@@ -1,10 +1,10 @@
 """Backend spec strings ("anthropic:claude-haiku-5-5", "openai:gpt-4o-mini@http://127.0.0.1:8000/v1",
 "local", "baseline"), the registry of backend factories, and `make_backend`.
 
-Backends register a factory under their kind: `@BACKENDS.register("local")` on a function
-`(spec: BackendSpec, options: BackendOptions) -> LLMBackend`. The SDK backends are registered here with
-factories that import their module on first use, so commands that never call an LLM do not pay for
-importing the SDKs.
+This module owns the registry: every kind is registered here, under its name, with a factory
+`(spec: BackendSpec, options: BackendOptions) -> LLMBackend` that imports the backend's module on
+first use. So the backend modules never import this one (no cycle), and commands that never call an
+LLM do not pay for importing the SDKs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import BaseModel
-
 from autointerp.errors import InputError, expected
-from autointerp.llm.base import BackendOptions, LLMBackend
+from autointerp.llm.base import BackendOptions, BackendSpec, LLMBackend
 from autointerp.llm.pricing import Price, load_overrides
 from autointerp.llm.retry import RetryPolicy
 from autointerp.registry import Registry
@@ -35,16 +33,6 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"  # small, gives logprobs, accepts temperatu
 # Requests in flight when the caller gives no number. Remote APIs: enough to hide latency, few enough
 # for a new account's rate limit. local: one model on one machine.
 DEFAULT_MAX_IN_FLIGHT = {"anthropic": 8, "openai": 8, "local": 1, "baseline": 64}
-
-
-class BackendSpec(BaseModel, frozen=True):
-    kind: str
-    model: str | None = None
-    base_url: str | None = None
-
-    def __str__(self) -> str:
-        text = self.kind if self.model is None else f"{self.kind}:{self.model}"
-        return text if self.base_url is None else f"{text}@{self.base_url}"
 
 
 def _bad(spec: str, found: str) -> InputError:
@@ -99,6 +87,20 @@ def _openai(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
     from autointerp.llm.openai_backend import OpenAIBackend
 
     return OpenAIBackend(spec, options)
+
+
+@BACKENDS.register("local")
+def _local(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
+    from autointerp.llm.local_backend import LocalBackend
+
+    return LocalBackend(spec, options)
+
+
+@BACKENDS.register("baseline")
+def _baseline(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
+    from autointerp.llm.baseline import BaselineBackend
+
+    return BaselineBackend(spec, options)
 
 
 def make_backend(
@@ -169,8 +171,3 @@ def default_backend_spec(env: Mapping[str, str] | None = None) -> tuple[str, str
         "(fine for trying the pipeline; its explanations are poor). Set a key or pass --explainer for real runs"
     )
     return "local", reason
-
-
-# The in-process kinds register themselves when imported; importing them here makes every kind known
-# wherever a spec is parsed. At the end of the module because they import BACKENDS from it.
-from autointerp.llm import baseline, local_backend  # noqa: E402, F401

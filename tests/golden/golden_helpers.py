@@ -1,4 +1,4 @@
-"""Golden prompt files and hand-made windows for tests/test_explain.py and tests/test_simulate.py.
+"""Golden prompt files and the golden windows for tests/test_explain.py and tests/test_simulate.py.
 
 A golden file holds the exact text of a request (system, every turn, the parameters) in a form that
 reads well in a diff. `UPDATE_GOLDEN=1 pytest tests/test_explain.py tests/test_simulate.py` rewrites
@@ -11,8 +11,10 @@ import json
 import os
 from pathlib import Path
 
+from helpers_windows import make_window
+
 from autointerp.llm.base import LLMRequest
-from autointerp.records import FeatureSample, FeatureStats, Window
+from autointerp.records import Window
 
 GOLDEN_DIR = Path(__file__).parent
 
@@ -39,45 +41,6 @@ def assert_golden(name: str, text: str) -> None:
         return
     expected = path.read_text(encoding="utf-8")
     assert text == expected, f"prompt differs from {path}; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
-
-
-def make_window(
-    tokens: list[str],
-    acts: list[float],
-    *,
-    split: str = "explain",
-    group: str = "top",
-    feature: int = 7,
-    context_id: int = 0,
-) -> Window:
-    return Window(
-        feature=feature,
-        context_id=context_id,
-        start=0,
-        token_ids=list(range(len(tokens))),
-        tokens=tokens,
-        activations=acts,
-        group=group,
-        split=split,
-    )
-
-
-def make_sample(windows: list[Window], feature: int = 7, max_activation: float | None = None) -> FeatureSample:
-    acts = [a for w in windows for a in w.activations]
-    top = max(acts) if max_activation is None else max_activation
-    active = [a for a in acts if a > 0]
-    return FeatureSample(
-        stats=FeatureStats(
-            feature=feature,
-            n_tokens=len(acts),
-            n_active=len(active),
-            max_activation=top,
-            mean_active=sum(active) / len(active) if active else None,
-            histogram_edges=[0.0, top],
-            histogram_counts=[len(active)],
-        ),
-        windows=windows,
-    )
 
 
 def golden_explain_windows() -> list[Window]:
