@@ -9,7 +9,7 @@ explanation. `lift` = correlation - baseline-control correlation; `lift_other` l
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.progress import (
     BarColumn,
@@ -27,28 +27,9 @@ from autointerp.llm.base import LLMBackend
 from autointerp.llm.spec import default_backend_spec, make_backend
 from autointerp.llm_calls import LLMStageFailure
 from autointerp.records import CallRecord, Explanation, FeatureSample, Simulation
-from autointerp.scoring import FeatureScores, score_feature
+from autointerp.run_summary import run_summary
+from autointerp.scoring import FeatureScores, lift, score_feature
 from autointerp.simulate import simulate_feature
-
-
-def call_rows(calls: Sequence[CallRecord]) -> list[dict]:
-    """CallRecords as rows of the store's llm_calls table."""
-    return [
-        {
-            "backend": c.backend,
-            "model": c.model,
-            "status": "ok" if c.ok else "error",
-            "attempts": c.attempts,
-            "latency_s": c.latency_s,
-            "input_tokens": c.usage.input_tokens,
-            "cached_input_tokens": c.usage.cached_input_tokens,
-            "cache_write_tokens": c.usage.cache_write_tokens,
-            "output_tokens": c.usage.output_tokens,
-            "cost_usd": c.cost_usd,
-            "error": c.error,
-        }
-        for c in calls
-    ]
 
 
 def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend, str]:
@@ -81,6 +62,17 @@ def score_simulation(sample: FeatureSample, simulation: Simulation, cfg: RunConf
         rule=cfg.scoring.quantise_rule,
         detection_threshold=cfg.scoring.detection_threshold,
     )
+
+
+def control_lifts(scores: Mapping[str, FeatureScores]) -> dict[str, float | None]:
+    """The scores row's lift columns: the 'llm' correlation minus the 'baseline' control's (lift) and minus
+    the first 'other:<feature>' control's (lift_other); None where that control was not scored."""
+    llm = scores.get("llm")
+    others = [s for source, s in scores.items() if source.startswith("other:")]
+    return {
+        "lift": lift(llm.correlation, scores["baseline"].correlation) if llm and "baseline" in scores else None,
+        "lift_other": lift(llm.correlation, others[0].correlation) if llm and others else None,
+    }
 
 
 def control_partners(features: list[int], share: float, seed: int) -> dict[int, int | None]:
@@ -138,11 +130,11 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
             else:
                 explanation, calls = await explain_feature(explainer, sample, cfg)
             tally.add(calls)
-            store.save_explanation(run_id, explanation, "llm", calls=call_rows(calls))
+            store.save_explanation(run_id, explanation, "llm", calls=calls)
         except LLMStageFailure as failure:
             tally.add(failure.calls)
             tally.failed += 1
-            store.record_failure(run_id, feature, "explain", str(failure), calls=call_rows(failure.calls))
+            store.record_failure(run_id, feature, "explain", str(failure), calls=failure.calls)
         progress.update(task, advance=1, info=tally.line())
 
     async def score_one(
@@ -176,12 +168,12 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
                     except LLMStageFailure as failure:  # a failed control leaves the feature's own score intact
                         calls += failure.calls
             scores = {s.explanation_source: score_simulation(sample, s, cfg) for s in simulations}
-            store.save_scored(run_id, feature, simulations, scores, calls=call_rows(calls))
+            store.save_scored(run_id, feature, simulations, scores, lifts=control_lifts(scores), calls=calls)
             tally.done += 1
         except LLMStageFailure as failure:
             calls += failure.calls
             tally.failed += 1
-            store.record_failure(run_id, feature, "simulate", str(failure), calls=call_rows(calls))
+            store.record_failure(run_id, feature, "simulate", str(failure), calls=calls)
         tally.add(calls)
         progress.update(task, advance=1, info=tally.line())
 
@@ -196,4 +188,4 @@ async def interpret_run(store, run_id: str, cfg: RunConfig, retry_failed: bool =
         task = progress.add_task("simulating + scoring", total=len(pending), info="")
         await asyncio.gather(*(score_one(f, explanations, controls, partners, task) for f in pending))
     store.set_run_status(run_id, "done")
-    return store.run_summary(run_id)
+    return run_summary(store, run_id)

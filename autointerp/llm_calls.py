@@ -9,11 +9,11 @@ records of the calls it made, so their cost is stored even though the feature ge
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from autointerp.llm.base import LLMBackend, LLMCallError, LLMRequest, LLMResponse, Message
 from autointerp.prompts import render_file
-from autointerp.records import CallRecord, Usage
+from autointerp.records import CallRecord, Stage, Usage
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ class LLMStageFailure(Exception):
 
 
 def record_call(
-    stage: Literal["explain", "simulate"],
+    stage: Stage,
     feature: int,
     backend: LLMBackend,
     request: LLMRequest,
@@ -48,7 +48,7 @@ def record_call(
         response_text=response.text,
         error=error,
         usage=response.usage,
-        cost_usd=backend.cost(response.usage),
+        cost_usd=backend.cost(response.usage, batch=response.via_batch),
         latency_s=response.latency_s,
         attempts=response.attempts,
         model=response.model,
@@ -57,7 +57,7 @@ def record_call(
 
 
 def failed_call(
-    stage: Literal["explain", "simulate"],
+    stage: Stage,
     feature: int,
     backend: LLMBackend,
     request: LLMRequest,
@@ -76,11 +76,13 @@ def failed_call(
     )
 
 
-def total_usage(calls: Sequence[CallRecord]) -> tuple[Usage, float]:
+def total_usage(calls: Sequence[CallRecord]) -> tuple[Usage, float | None]:
+    """Summed usage and USD; the USD is None if any call's price is unknown (an unknown is never 0)."""
     usage = Usage()
     for call in calls:
         usage = usage + call.usage
-    return usage, sum(call.cost_usd for call in calls)
+    costs = [call.cost_usd for call in calls]
+    return usage, None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
 
 
 async def ask_until_valid(
@@ -88,7 +90,7 @@ async def ask_until_valid(
     request: LLMRequest,
     parse: Callable[[LLMResponse], T],
     *,
-    stage: Literal["explain", "simulate"],
+    stage: Stage,
     feature: int,
     retry_template: str,
     failure: type[LLMStageFailure],

@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Group = Literal["top", "interval", "random", "nonactivating"]
+# hard_negative: a window holding the feature's top tokens where it does not fire (detection negatives)
+Group = Literal["top", "interval", "random", "nonactivating", "hard_negative"]
 Split = Literal["explain", "score"]
+Stage = Literal["explain", "simulate", "detect"]  # the stages that call an LLM
 
 
 class Window(BaseModel):
@@ -22,7 +24,8 @@ class Window(BaseModel):
     tokens: list[str] = Field(description="decoded token strings, same length as token_ids")
     activations: list[float] = Field(description="raw activation of every token, same length as tokens")
     group: Group = Field(
-        description="how it was chosen: top-k, an activation interval, uniform random, or never firing"
+        description="how it was chosen: top-k, an activation interval, uniform random, never firing, "
+        "or a hard negative (the feature's top tokens, not firing)"
     )
     interval: int | None = Field(default=None, description="interval index (0 = lowest) for group 'interval'")
     split: Split = Field(description="'explain' windows are shown to the explainer; 'score' windows are held out")
@@ -80,7 +83,7 @@ class Usage(BaseModel):
 class CallRecord(BaseModel):
     """One LLM call (or a refused/failed one) made for a feature: what it cost and what came back."""
 
-    stage: Literal["explain", "simulate"]
+    stage: Stage
     feature: int
     backend: str = Field(description="backend spec, e.g. 'anthropic:claude-haiku-5-5', 'local'")
     prompt_hash: str = Field(description="sha256 of the request JSON (LLMRequest.prompt_hash)")
@@ -88,7 +91,7 @@ class CallRecord(BaseModel):
     response_text: str | None = Field(default=None, description="the raw answer; None if the call failed")
     error: str | None = Field(default=None, description="why the answer was not used, or why the call failed")
     usage: Usage = Field(default_factory=Usage)
-    cost_usd: float = 0.0
+    cost_usd: float | None = Field(default=0.0, description="USD; None when the model's price is unknown (never 0)")
     latency_s: float = Field(default=0.0, description="seconds of the successful HTTP attempt")
     attempts: int = Field(default=1, description="HTTP tries of this call (transient errors retried)")
     model: str | None = Field(default=None, description="model name the server reported")
@@ -102,7 +105,7 @@ class Explanation(BaseModel):
     backend: str = Field(description="backend spec, e.g. 'anthropic:claude-...', 'local', 'baseline'")
     prompt_hash: str = Field(description="sha256 of the exact prompt sent")
     usage: Usage = Field(default_factory=Usage)
-    cost_usd: float = 0.0
+    cost_usd: float | None = Field(default=0.0, description="USD; None when a call's price is unknown")
 
 
 class Simulation(BaseModel):
@@ -116,7 +119,7 @@ class Simulation(BaseModel):
         description="0..10 per token, one list per window, same order as the windows"
     )
     usage: Usage = Field(default_factory=Usage)
-    cost_usd: float = 0.0
+    cost_usd: float | None = Field(default=0.0, description="USD; None when a call's price is unknown")
 
 
 class FeatureReport(BaseModel):

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autointerp.errors import StoreError, expected
+from autointerp.run_summary import run_summary
 from autointerp.scoring import bootstrap_paired_diff, summarise
 from autointerp.store import RunStore
 
@@ -68,7 +69,7 @@ def run_table(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
     rows = []
     for run_dir in run_dirs:
         with RunStore.open(run_dir, create=False) as store:
-            rows += [_summary_row(store.run_summary(run["run_id"])) for run in store.list_runs()]
+            rows += [_summary_row(run_summary(store, run["run_id"])) for run in store.list_runs()]
     if all(row["training_run"] is None and row["step"] is None for row in rows):
         for row in rows:
             del row["training_run"], row["step"]
@@ -124,7 +125,7 @@ def compare_runs(
     for run_dir, run_id in ((a, run_a), (b, run_b)):
         with RunStore.open(run_dir, create=False) as store:
             run_id = _resolve_run(store, run_id)
-            summary = store.run_summary(run_id)
+            summary = run_summary(store, run_id)
             sides.append((summary, store.feature_scores(run_id, "correlation")))
     (sum_a, corr_a), (sum_b, corr_b) = sides
     runs = [{"dir": str(d), **_summary_row(s)} for d, s in ((a, sum_a), (b, sum_b))]

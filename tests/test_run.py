@@ -18,6 +18,7 @@ from helpers_sae import write_sae
 from loopback_llm import start_loopback
 
 from autointerp.cli import main
+from autointerp.run_summary import run_summary
 from autointerp.store import RunStore
 
 pytestmark = pytest.mark.slow
@@ -203,7 +204,7 @@ def test_show_and_table_read_a_finished_run(sampled, tmp_path, capsys):
     assert main(["table", str(tmp_path / "done"), "--format", "csv"]) == 0
     assert "correlation_mean" in capsys.readouterr().out
     with RunStore.open(tmp_path / "done", create=False) as store:
-        assert store.run_summary(store.latest_run_id())["scored"] == N_FEATURES
+        assert run_summary(store, store.latest_run_id())["scored"] == N_FEATURES
     assert main(["compare", str(tmp_path / "done"), str(tmp_path / "done")]) == 0
     out = capsys.readouterr().out
     assert "Same SAE" in out and "mean_diff" in out

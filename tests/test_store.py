@@ -1,4 +1,4 @@
-"""Tests for autointerp/store.py on real SQLite files in tmp_path, with hand-made records."""
+"""Tests for autointerp/store/ on real SQLite files in tmp_path, with hand-made records."""
 
 import os
 import shlex
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from helpers_windows import make_window
 
-from autointerp import store as store_module
 from autointerp.config import LLMConfig, RunConfig
 from autointerp.errors import StoreError
-from autointerp.records import Explanation, FeatureSample, FeatureStats, Simulation, Usage, Window
-from autointerp.scoring import FeatureScores, score_feature
-from autointerp.store import DB_NAME, SCHEMA_VERSION, RunStore
+from autointerp.records import CallRecord, Explanation, FeatureSample, FeatureStats, Simulation, Usage, Window
+from autointerp.run_summary import run_summary
+from autointerp.scoring import FeatureScores, lift, score_feature
+from autointerp.store import DB_NAME, SCHEMA_VERSION, VIEWS, RunStore
 
 RUN = "run-1"
 
@@ -96,15 +96,18 @@ def make_explanation(feature: int, text: str = "the letter a", cost: float = 0.0
     )
 
 
-def call(cost: float = 0.01, **extra) -> dict:
-    return {"backend": "anthropic", "model": "claude-test", "attempts": 1, "latency_s": 0.5,
-            "input_tokens": 100, "output_tokens": 20, "cost_usd": cost, **extra}  # fmt: skip
+def call(cost: float = 0.01, *, feature: int = 0, ok: bool = True, error: str | None = None) -> CallRecord:
+    """One LLM call's record (the store files it under the feature and stage it is saved with)."""
+    return CallRecord(
+        stage="explain", feature=feature, backend="anthropic", model="claude-test", prompt_hash="p", ok=ok,
+        error=error, attempts=1, latency_s=0.5, usage=Usage(input_tokens=100, output_tokens=20), cost_usd=cost,
+    )  # fmt: skip
 
 
 def score_all(
     store: RunStore, sample: FeatureSample, run_id: str = RUN, noise: float = 0.5
 ) -> dict[str, FeatureScores]:
-    """Save LLM, baseline and other-feature simulations and their scores for one feature."""
+    """Save LLM, baseline and other-feature simulations, their scores and lifts for one feature."""
     feature = sample.feature
     preds = {
         "llm": make_predictions(sample, noise, seed=feature),
@@ -116,7 +119,11 @@ def score_all(
         for src, p in preds.items()
     ]
     scores = {src: make_scores(sample, p) for src, p in preds.items()}
-    store.save_scored(run_id, feature, sims, scores, calls=[call(0.02)])
+    lifts = {
+        "lift": lift(scores["llm"].correlation, scores["baseline"].correlation),
+        "lift_other": lift(scores["llm"].correlation, scores[f"other:{feature + 1}"].correlation),
+    }
+    store.save_scored(run_id, feature, sims, scores, lifts=lifts, calls=[call(0.02)])
     return scores
 
 
@@ -155,7 +162,8 @@ def test_samples_explanations_and_reports_round_trip(tmp_path):
         assert store.load_samples(RUN) == sorted(samples, key=lambda s: s.feature)
         assert store.load_explanations(RUN) == {1: make_explanation(1)}
         assert store.load_explanations(RUN, "baseline")[1].text == "top tokens: tok1"
-        assert set(store.load_simulations(RUN, 1)) == {"llm", "baseline", "other:2"}
+        simulated = store.db.execute("SELECT explanation_source FROM simulations WHERE feature = 1").fetchall()
+        assert sorted(source for (source,) in simulated) == ["baseline", "llm", "other:2"]
         run = store.get_run(RUN)
         assert RunConfig.model_validate(run["config"]) == RunConfig(sae="/saes/demo-sae")
         assert run["versions"] == {"autointerp": "0.1.0"} and run["status"] == "sampling"
@@ -217,21 +225,15 @@ def test_a_stage_result_lands_whole_or_not_at_all(tmp_path, monkeypatch):
             score_all(store, sample)
         monkeypatch.undo()
         assert store.pending_features(RUN, "scored") == [4]
-        assert store.load_simulations(RUN, 4) == {}
         path = store.path
-    assert [count(path, t) for t in ("scores", "llm_calls")] == [0, 0]
+    assert [count(path, t) for t in ("simulations", "scores", "llm_calls")] == [0, 0, 0]
 
 
-def test_create_run_twice_and_resume_check(tmp_path):
+def test_create_run_twice_is_refused(tmp_path):
     with new_store(tmp_path) as store:
         with pytest.raises(StoreError, match="already exists"):
             store.create_run(RUN, "again", RunConfig(sae="x"), "sae-fp", "corpus-fp", {})
-        store.check_resume(RUN, RunConfig(sae="/saes/demo-sae", device="cuda"), "sae-fp", "corpus-fp")
-        changed = RunConfig(sae="/saes/demo-sae", llm=LLMConfig(explainer="openai:gpt-test"))
-        with pytest.raises(StoreError, match=r"llm\.explainer = None \(now 'openai:gpt-test'\)"):
-            store.check_resume(RUN, changed, "sae-fp", "corpus-fp")
-        with pytest.raises(StoreError, match="SAE fingerprint sae-fp"):
-            store.check_resume(RUN, RunConfig(sae="/saes/demo-sae"), "other-fp", "corpus-fp")
+        assert [r["name"] for r in store.list_runs()] == ["demo-run"]
 
 
 def test_runs_status_latest_and_training_steps(tmp_path):
@@ -243,6 +245,23 @@ def test_runs_status_latest_and_training_steps(tmp_path):
         assert [(r["run_id"], r["step"]) for r in store.list_runs()] == [(RUN, 100), ("run-2", 200)]
         with pytest.raises(ValueError, match="run status"):
             store.set_run_status(RUN, "finished")
+
+
+def test_score_columns_are_read_by_name_and_only_real_columns_pass(tmp_path):
+    samples = [make_sample(f) for f in (2, 5)]
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, samples)
+        scores = {s.feature: score_all(store, s) for s in samples}
+        rows = store.llm_score_rows(RUN, ["correlation", "lift"])
+        assert sorted((r["correlation"], r["lift"]) for r in rows) == pytest.approx(
+            sorted((s["llm"].correlation, s["llm"].correlation - s["baseline"].correlation) for s in scores.values())
+        )
+        assert store.feature_scores(RUN, "auroc") == pytest.approx({f: s["llm"].auroc for f, s in scores.items()})
+        for bad in ("correlation; DROP TABLE runs", "nope"):
+            with pytest.raises(ValueError, match="expected a scores column"):
+                store.llm_score_rows(RUN, ["correlation", bad])
+        with pytest.raises(ValueError, match="save_scored lifts"):
+            store.save_scored(RUN, 2, [], {"llm": scores[2]["llm"]}, lifts={"lift_baseline": 0.1})
 
 
 # --------------------------------------------------------------------------------------------- progress
@@ -261,7 +280,7 @@ def test_pending_failure_and_resolution(tmp_path):
             1,
             "simulate",
             "simulator answered 3 values for 4 tokens",
-            calls=[call(0.03, error="bad length")],
+            calls=[call(0.03, ok=False, error="bad length")],
         )
         store.record_failure(RUN, 3, "explain", "HTTP 529 overloaded")
 
@@ -271,7 +290,7 @@ def test_pending_failure_and_resolution(tmp_path):
         reports = {r.feature: r for r in store.load_reports(RUN)}
         assert reports[1].errors == ["simulate: simulator answered 3 values for 4 tokens"]
         assert reports[1].scores is None  # a failure is never a score
-        summary = store.run_summary(RUN)
+        summary = run_summary(store, RUN)
         assert (summary["scored"], summary["failed"], summary["sampled"]) == (1, 2, 4)
 
         store.resolve_failures(RUN, [1, 3])
@@ -290,24 +309,113 @@ def test_pending_failure_and_resolution(tmp_path):
         ).fetchall() == [("error", "bad length")]
 
 
-def test_run_summary(tmp_path):
-    samples = [make_sample(f) for f in range(3)]
+# --------------------------------------------------------------------------------------------- views
+
+FEATURE_SCORES_COLUMNS = [
+    "run_id", "feature", "density", "max_activation", "n_active", "status", "explanation", "explainer",
+    "correlation", "lift", "lift_other", "spearman", "abs_dev_explained", "auroc", "balanced_accuracy", "ece",
+    "binarity", "error", "cost_usd",
+]  # fmt: skip
+RUN_COSTS_COLUMNS = [
+    "run_id", "name", "status", "training_run", "step", "created_at", "updated_at", "sampled", "pending",
+    "scored", "failed", "llm_calls", "failed_calls", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "cost_usd",
+]  # fmt: skip
+
+
+def view(path: Path, name: str) -> tuple[list[str], list[dict]]:
+    """A view's columns and rows, read as an outside tool would: plain sqlite3, read-only."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        cursor = conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2")
+        columns = [d[0] for d in cursor.description]
+        return columns, [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def test_views_give_one_row_per_feature_and_per_run(tmp_path):
+    samples = [make_sample(f, n_active=10 * (f + 1)) for f in range(4)]
     with new_store(tmp_path) as store:
         store.save_samples(RUN, samples)
-        for s in samples:
-            store.save_explanation(RUN, make_explanation(s.feature), calls=[call(0.01)])
-        scores = [score_all(store, s, noise=0.5 + s.feature) for s in samples]
-        summary = store.run_summary(RUN)
-    correlations = [s["llm"].correlation for s in scores]
-    assert summary["correlation_n"] == 3
-    assert summary["correlation_mean"] == pytest.approx(np.mean(correlations))
-    assert summary["correlation_median"] == pytest.approx(np.median(correlations))
-    assert summary["lift_mean"] == pytest.approx(
-        np.mean([s["llm"].correlation - s["baseline"].correlation for s in scores])
+        for f in (0, 1, 2):
+            store.save_explanation(RUN, make_explanation(f, text=f"words {f}"), calls=[call(0.01)])
+        store.save_explanation(RUN, make_explanation(0, "top tokens: a", cost=0.0), source="baseline")
+        scores = score_all(store, samples[0])
+        only_llm = make_scores(samples[2], make_predictions(samples[2], 1.0))
+        sim = Simulation(feature=2, explanation_source="llm", backend="b", mode="sampled", predictions=[[0.0]])
+        store.save_scored(RUN, 2, [sim], {"llm": only_llm}, calls=[call(0.02), call(0.03, ok=False, error="x")])
+        store.record_failure(RUN, 1, "simulate", "3 values for 4 tokens", calls=[call(0.04, ok=False, error="x")])
+        store.create_run("run-2", "second", RunConfig(sae="s"), "sae-fp", "c", {}, training_run="tr", step=5)
+        summary = run_summary(store, RUN)
+        path = store.path
+
+    columns, rows = view(path, "feature_scores")
+    assert columns == FEATURE_SCORES_COLUMNS
+    assert [(r["run_id"], r["feature"], r["status"]) for r in rows] == [
+        (RUN, 0, "scored"), (RUN, 1, "failed"), (RUN, 2, "scored"), (RUN, 3, "sampled"),
+    ]  # fmt: skip
+    first, failed, no_controls, pending = rows
+    assert first["density"] == pytest.approx(samples[0].stats.density) and first["n_active"] == 10
+    assert (first["explanation"], first["explainer"]) == ("words 0", "anthropic:claude-test")
+    llm = scores["llm"]
+    assert [first[k] for k in ("correlation", "spearman", "auroc", "ece", "binarity")] == pytest.approx(
+        [llm.correlation, llm.spearman, llm.auroc, llm.ece, llm.binarity]
     )
-    assert summary["auroc_mean"] == pytest.approx(np.mean([s["llm"].auroc for s in scores]))
-    assert summary["cost_usd"] == pytest.approx(3 * 0.01 + 3 * 0.02)
-    assert (summary["llm_calls"], summary["input_tokens"], summary["output_tokens"]) == (6, 600, 120)
+    assert first["lift"] == pytest.approx(llm.correlation - scores["baseline"].correlation)
+    assert first["lift_other"] == pytest.approx(llm.correlation - scores["other:1"].correlation)
+    assert first["error"] is None and first["cost_usd"] == pytest.approx(0.01 + 0.02)
+    assert failed["error"] == "simulate: 3 values for 4 tokens" and failed["correlation"] is None
+    assert failed["cost_usd"] == pytest.approx(0.01 + 0.04)
+    assert no_controls["correlation"] == pytest.approx(only_llm.correlation)
+    assert no_controls["lift"] is None and no_controls["lift_other"] is None
+    assert pending["explanation"] is None and pending["cost_usd"] == 0.0
+
+    columns, rows = view(path, "run_costs")
+    assert columns == RUN_COSTS_COLUMNS
+    run, second = rows
+    assert [run[k] for k in ("name", "sampled", "pending", "scored", "failed", "llm_calls", "failed_calls")] == [
+        "demo-run", 4, 1, 2, 1, 7, 2,
+    ]  # fmt: skip
+    for key in ("llm_calls", "cost_usd", "input_tokens", "cached_input_tokens", "output_tokens", "sampled"):
+        assert run[key] == pytest.approx(summary[key]), key
+    assert run["cost_usd"] == pytest.approx(3 * 0.01 + 0.02 + 0.02 + 0.03 + 0.04)
+    assert (second["name"], second["training_run"], second["step"]) == ("second", "tr", 5)
+    assert [second[k] for k in ("sampled", "scored", "llm_calls", "input_tokens", "cost_usd")] == [0, 0, 0, 0, 0.0]
+
+
+def test_pandas_reads_the_views(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, [make_sample(f) for f in range(3)])
+        path = store.path
+    with sqlite3.connect(path) as conn:  # the README's one-liner
+        frame = pandas.read_sql("SELECT * FROM feature_scores", conn)
+    assert list(frame.columns) == FEATURE_SCORES_COLUMNS and list(frame["feature"]) == [0, 1, 2]
+
+
+def test_a_file_without_views_reads_and_gets_them_when_opened_for_writing(tmp_path):
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, [make_sample(0)])
+        path = store.path
+    with sqlite3.connect(path) as conn:  # as written before the views existed, or with an outdated one
+        conn.execute("DROP VIEW feature_scores")
+        conn.execute("DROP VIEW run_costs")
+        conn.execute("CREATE VIEW run_costs AS SELECT run_id FROM runs")
+    with RunStore.open(tmp_path, create=False) as store:
+        assert [r.feature for r in store.load_reports(RUN)] == [0]
+        assert run_summary(store, RUN)["sampled"] == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'").fetchall() == [("run_costs",)]
+    RunStore.open(tmp_path, create=True).close()
+
+    def schema() -> tuple[int, dict[str, str]]:
+        with sqlite3.connect(path) as conn:
+            version = conn.execute("PRAGMA schema_version").fetchone()[0]
+            return version, dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'").fetchall())
+
+    version, views = schema()
+    assert views == {name: f"CREATE VIEW {name} AS {select}" for name, select in VIEWS.items()}
+    assert view(path, "run_costs")[0] == RUN_COSTS_COLUMNS
+    RunStore.open(tmp_path, create=True).close()
+    assert schema()[0] == version  # views already current are left alone
 
 
 # --------------------------------------------------------------------------------------------- refusals
@@ -394,7 +502,7 @@ def test_read_only_disk_is_refused_for_writing_and_read_for_reading(tmp_path, mo
         store.save_samples(RUN, [make_sample(2)])
     before = (tmp_path / DB_NAME).read_bytes()
     # What os.access answers on a read-only mount (root included: EROFS).
-    monkeypatch.setattr(store_module.os, "access", lambda path, mode: not mode & os.W_OK)
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
     with pytest.raises(StoreError, match="read-only"):
         RunStore.open(tmp_path, create=True)
     with RunStore.open(tmp_path, create=False) as store:  # opened immutable: no -shm is needed
@@ -424,7 +532,9 @@ def test_secrets_from_the_environment_are_never_written(tmp_path, monkeypatch):
         store.save_explanation(RUN, expl, calls=[call()])
         store.save_explanation(RUN, make_explanation(0), source="baseline")
         score_all(store, sample)
-        store.record_failure(RUN, 1, "explain", f"401: bad key {secret}", calls=[call(0.0, error=f"key {secret}")])
+        store.record_failure(
+            RUN, 1, "explain", f"401: bad key {secret}", calls=[call(0.0, ok=False, error=f"key {secret}")]
+        )
         store.set_run_status(RUN, "done")
         assert store.load_explanations(RUN)[0].raw_completion == "my key is [redacted]"
         assert store.load_reports(RUN)[1].errors == ["explain: 401: bad key [redacted]"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store import make_predictions, make_sample, make_scores
+from test_store import call, make_predictions, make_sample, make_scores
 
 from autointerp.config import RunConfig
 from autointerp.records import Simulation
@@ -45,12 +45,12 @@ def write_run(
         for sample in samples:
             f = sample.feature
             if f in failed:
-                store.record_failure(run_id, f, "explain", "timeout", calls=[{"cost_usd": 0.5}])
+                store.record_failure(run_id, f, "explain", "timeout", calls=[call(0.5, ok=False, error="timeout")])
                 continue
             preds = make_predictions(sample, 1.0, seed=f)
             scores = make_scores(sample, preds).model_copy(update={"correlation": correlations[f]})
             sim = Simulation(feature=f, explanation_source="llm", backend="b", mode="sampled", predictions=preds)
-            store.save_scored(run_id, f, [sim], {"llm": scores}, calls=[{"cost_usd": 0.25}])
+            store.save_scored(run_id, f, [sim], {"llm": scores}, calls=[call(0.25)])
 
 
 def test_run_table_one_row_per_run(tmp_path):

@@ -18,7 +18,8 @@ from autointerp.llm.base import (
     TokenLogprob,
     redact,
 )
-from autointerp.llm.pricing import Price, find_price, load_overrides
+from autointerp.llm.models import ModelInfo, find_price, load_table, model_info
+from autointerp.llm.pricing import Price, load_overrides
 from autointerp.llm.retry import PermanentError, RetryPolicy, TransientError
 from autointerp.llm.spec import BACKENDS, default_backend_spec, make_backend, parse_backend_spec
 
@@ -30,6 +31,7 @@ __all__ = [
     "LLMCallError",
     "LLMRequest",
     "LLMResponse",
+    "ModelInfo",
     "Message",
     "PermanentError",
     "Price",
@@ -39,7 +41,9 @@ __all__ = [
     "default_backend_spec",
     "find_price",
     "load_overrides",
+    "load_table",
     "make_backend",
+    "model_info",
     "parse_backend_spec",
     "redact",
 ]

@@ -1,17 +1,20 @@
-"""Claude through the official `anthropic` SDK (Messages API).
+"""Claude through the official `anthropic` SDK (Messages API), with the model's rules from the model table.
 
-- Prompt caching: the system prompt and the few-shot prefix are sent as content blocks, with one
-  `cache_control: {"type": "ephemeral"}` breakpoint on the last block of the prefix (on the system block
-  when there is no prefix). Anthropic caches nothing shorter than the model's minimum (1k-4k tokens).
+- Prompt caching: the system prompt and the few-shot prefix are sent as content blocks with a
+  `cache_control: {"type": "ephemeral"}` breakpoint on the system block and one on the last block of the
+  few-shot prefix (two of the four allowed): requests that share only the system prompt still share its
+  cache entry. Anthropic caches nothing shorter than the model's minimum (`min_cache_tokens`, 512-4,096);
+  `LLMBackend.check_prefix` warns when the prefix is below it.
 - Usage: `input_tokens` (already uncached), `cache_read_input_tokens` -> cached_input_tokens,
   `cache_creation_input_tokens` -> cache_write_tokens, `output_tokens` (thinking included).
-- No logprobs.
-- The SDK's own retries are off (`max_retries=0`): autointerp.llm.retry decides.
-
-Newer Claude models reject some request fields with a 400 (per Anthropic's migration guides, 2026-11):
-non-default `temperature` on Opus 4.7+ and the 5.x families, and an assistant prefill on 4.6+ models.
-For those models temperature is left out (the provider's default sampling applies: answers vary from
-call to call) and `supports_prefill` is False, so a prefilled request fails before it is sent.
+- Thinking: a model that thinks by default (Haiku 5.5, Sonnet 5.x, Opus 5.x, Fable) would spend the
+  answer's `max_tokens` on it. Where the model accepts it, the request turns thinking off (`thinking:
+  {"type": "disabled"}` or `"between_tools"`); where it cannot be turned off, the request asks for the
+  table's `effort` (low) and adds `thinking_budget_tokens` to max_tokens, so the answer keeps its own room.
+- Sampling and prefill: models that reject a non-default `temperature` or a trailing assistant message
+  with a 400 are marked so in the table; temperature is then left out and `supports_prefill` is False
+  (a prefilled request fails before it is sent).
+- No logprobs. The SDK's own retries are off (`max_retries=0`): autointerp.llm.retry decides.
 """
 
 from __future__ import annotations
@@ -28,39 +31,20 @@ from autointerp.records import Usage
 
 EPHEMERAL = {"type": "ephemeral"}
 
-# Model-name prefixes (aliases and dated snapshots alike) of families that refuse `temperature`.
-_NO_SAMPLING_PARAMS = (
-    "claude-opus-4-7",
-    "claude-opus-4-8",
-    "claude-opus-5",
-    "claude-sonnet-5",
-    "claude-haiku-5",
-    "claude-fable",
-    "claude-mythos",
-)
-# ... and of those that refuse a trailing assistant message (prefill).
-_NO_PREFILL = (*_NO_SAMPLING_PARAMS, "claude-opus-4-6", "claude-sonnet-4-6")
-
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-
-
-def accepts_temperature(model: str) -> bool:
-    return not model.startswith(_NO_SAMPLING_PARAMS)
-
-
-def accepts_prefill(model: str) -> bool:
-    return not model.startswith(_NO_PREFILL)
 
 
 class AnthropicBackend(LLMBackend):
     supports_logprobs = False
+    provider = "anthropic"
 
     def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
         assert spec.model is not None
         super().__init__(str(spec), spec.model, options)
+        assert self.info is not None
         self.base_url = spec.base_url
-        self.supports_prefill = accepts_prefill(spec.model)
-        self.supports_temperature = accepts_temperature(spec.model)
+        self.supports_prefill = self.info.prefill
+        self.supports_temperature = self.info.temperature
         # Build one client now so missing credentials surface here, not on the first feature.
         self._spare: anthropic.AsyncAnthropic | None = self._build_client()
 
@@ -89,56 +73,76 @@ class AnthropicBackend(LLMBackend):
         client, self._spare = self._spare, None
         return client or self._build_client()
 
-    def build_params(self, request: LLMRequest) -> dict[str, Any]:
-        """The Messages API arguments for a request (exposed for golden tests)."""
-        system: list[dict[str, Any]] = [{"type": "text", "text": request.system}] if request.system else []
+    def request_body(self, request: LLMRequest) -> dict[str, Any]:
+        """The Messages API JSON body for a request, exactly as sent (also a batch request's `params`)."""
+        info = self.info
+        assert info is not None
+        system: list[dict[str, Any]] = (
+            [{"type": "text", "text": request.system, "cache_control": EPHEMERAL}] if request.system else []
+        )
         messages: list[dict[str, Any]] = [
             {"role": m.role, "content": [{"type": "text", "text": m.content}]} for m in request.prefix
         ]
         if messages:
             messages[-1]["content"][-1]["cache_control"] = EPHEMERAL
-        elif system:
-            system[-1]["cache_control"] = EPHEMERAL
         messages += [{"role": m.role, "content": m.content} for m in request.messages]
         if request.assistant_prefill:
             # The API rejects a final assistant turn that ends in whitespace.
             messages.append({"role": "assistant", "content": request.assistant_prefill.rstrip()})
-        params: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens, "messages": messages}
+        body: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens, "messages": messages}
         if system:
-            params["system"] = system
+            body["system"] = system
+        if info.thinks_by_default:
+            if info.thinking_off is not None:
+                body["thinking"] = {"type": info.thinking_off}
+            else:  # always thinks: keep it short, and give it room of its own
+                body["output_config"] = {"effort": info.effort}
+                body["max_tokens"] = request.max_tokens + info.thinking_budget_tokens
         if self.supports_temperature:
-            # This SDK version no longer has a `temperature` argument; older models still take the field.
-            params["extra_body"] = {"temperature": request.temperature}
+            body["temperature"] = request.temperature
         if request.stop:
-            params["stop_sequences"] = list(request.stop)
+            body["stop_sequences"] = list(request.stop)
+        return body
+
+    def build_params(self, request: LLMRequest) -> dict[str, Any]:
+        """`messages.create` keyword arguments for a request (exposed for golden tests)."""
+        params = self.request_body(request)
+        if "temperature" in params:
+            # This SDK version no longer has a `temperature` argument; older models still take the field.
+            params["extra_body"] = {"temperature": params.pop("temperature")}
         return params
 
     async def _call(self, request: LLMRequest) -> LLMResponse:
         params = self.build_params(request)
         with sdk_errors_translated(anthropic, _describe):
             message = await self.client.messages.create(**params)
-        return self._parse(message)
+        return self.parse_message(message)
 
-    def _parse(self, message: Any) -> LLMResponse:
-        content = getattr(message, "content", None)
-        usage = getattr(message, "usage", None)
+    def parse_message(self, message: Any) -> LLMResponse:
+        """An LLMResponse from a Message (an SDK object, or the same as a dict from a batch's results)."""
+        content = _get(message, "content")
+        usage = _get(message, "usage")
         if not isinstance(content, list) or usage is None:
             raise TransientError("malformed response: no content list or no usage")
-        # Thinking blocks (adaptive thinking is on by default on newer models) are not the answer.
-        text = "".join(getattr(block, "text", "") for block in content if getattr(block, "type", None) == "text")
-        stop_reason = getattr(message, "stop_reason", None)
+        # Thinking blocks (on newer models that cannot turn thinking off) are not the answer.
+        text = "".join(_get(block, "text") or "" for block in content if _get(block, "type") == "text")
+        stop_reason = _get(message, "stop_reason")
         return LLMResponse(
             text=text,
             logprobs=None,
             usage=Usage(
-                input_tokens=usage.input_tokens or 0,
-                cached_input_tokens=usage.cache_read_input_tokens or 0,
-                cache_write_tokens=usage.cache_creation_input_tokens or 0,
-                output_tokens=usage.output_tokens or 0,
+                input_tokens=_get(usage, "input_tokens") or 0,
+                cached_input_tokens=_get(usage, "cache_read_input_tokens") or 0,
+                cache_write_tokens=_get(usage, "cache_creation_input_tokens") or 0,
+                output_tokens=_get(usage, "output_tokens") or 0,
             ),
-            model=getattr(message, "model", None) or self.model,
+            model=_get(message, "model") or self.model,
             finish_reason=_FINISH.get(stop_reason, stop_reason) if stop_reason else None,
         )
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def _describe(exc: anthropic.APIStatusError) -> str:

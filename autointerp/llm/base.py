@@ -12,7 +12,9 @@ loop, so one backend object can serve several `asyncio.run` calls in a row.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
+import logging
 import os
 import re
 import time
@@ -24,9 +26,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from autointerp.llm.pricing import Price, find_price
+from autointerp.llm.caching import PrefixReport, prefix_key, prefix_report
+from autointerp.llm.models import ModelInfo, Provider, find_price, model_info
+from autointerp.llm.pricing import Price
 from autointerp.llm.retry import PermanentError, RetryPolicy, TransientError, is_retryable_status
 from autointerp.records import Usage
+
+logger = logging.getLogger("autointerp.llm")
 
 # Environment variables whose values must never appear in an error message.
 SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY")
@@ -67,6 +73,13 @@ class LLMRequest(BaseModel, frozen=True):
         default=False, description="ask for per-token logprobs; ignored where supports_logprobs is False"
     )
     top_logprobs: int = Field(default=0, ge=0, le=20, description="alternatives per token when logprobs is set")
+    prompt_logprobs: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="alternatives per PROMPT token (teacher-forced scoring: vLLM's prompt_logprobs); 0: none. "
+        "Only backends with supports_prompt_logprobs send it",
+    )
     stop: tuple[str, ...] | None = Field(default=None, description="stop sequences")
     assistant_prefill: str | None = Field(
         default=None, description="start of the assistant's answer; the response text is what follows it"
@@ -108,6 +121,12 @@ class LLMResponse(BaseModel):
         description="'stop' (natural end or stop sequence), 'length' (max_tokens), or the provider's own word",
     )
     attempts: int = Field(default=1, description="tries it took, the successful one included")
+    prompt_logprobs: list[TokenLogprob | None] | None = Field(
+        default=None,
+        description="one per prompt token when prompt_logprobs was asked and given (None where the server has "
+        "none, e.g. the first token)",
+    )
+    via_batch: bool = Field(default=False, description="came from a provider's batch API (billed at its discount)")
 
 
 _KEY_PATTERNS = (
@@ -242,10 +261,18 @@ async def _close_at_loop_end(client: Any) -> AsyncGenerator[None, None]:
 
 
 class LLMBackend(ABC):
-    """Base class: subclasses set the capability flags and implement `_call` (and `_make_client`)."""
+    """Base class: subclasses set the capability flags and implement `_call` (and `_make_client`).
+
+    `provider` ("anthropic", "openai") ties a backend to the model table (autointerp.llm.models): its
+    `info` then holds the model's rules and price. `bills` is False for backends that run on this machine
+    (their calls cost nothing); a billed model with no price has cost None ("unknown"), never $0.
+    """
 
     supports_logprobs: bool = False
     supports_prefill: bool = True
+    supports_prompt_logprobs: bool = False
+    provider: Provider | None = None
+    bills: bool = True
 
     def __init__(self, name: str, model: str, options: BackendOptions | None = None) -> None:
         self.name = name
@@ -254,12 +281,35 @@ class LLMBackend(ABC):
         self.max_in_flight = self.options.max_in_flight
         self.retry = self.options.retry
         self.prices = dict(self.options.prices)
+        self.info: ModelInfo | None = model_info(model, self.provider) if self.provider else None
         self.total_usage = Usage()
-        self.total_cost_usd = 0.0
+        self._cost_total = 0.0
+        self._unpriced_calls = 0
         self.n_calls = 0
         self.n_failed = 0
         self._secrets = [s for s in (self.options.api_key, *env_secrets()) if s]
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._prefixes_seen: set[str] = set()
+        if self.provider is not None:
+            self._warn_about_model()
+
+    def _warn_about_model(self) -> None:
+        if not self.price_known:
+            logger.warning(
+                "%s: the model table (autointerp/llm/models.toml) has no price for %r and none was given: its "
+                "cost shows as unknown. Give one with --prices FILE ({%r: {\"input\": ..., \"output\": ...}}, "
+                "USD per million tokens; 0 for a free self-hosted server).",
+                self.name,
+                self.model,
+                self.model,
+            )
+        shutdown = self.info.shutdown if self.info is not None else None
+        if shutdown is not None:
+            days = (shutdown - datetime.date.today()).days
+            if days <= 0:
+                logger.warning("%s: %s was shut down on %s (provider's deprecation page).", self.name, self.model, shutdown)
+            elif days <= 60:
+                logger.warning("%s: %s shuts down on %s, in %d days.", self.name, self.model, shutdown, days)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, max_in_flight={self.max_in_flight})"
@@ -303,8 +353,26 @@ class LLMBackend(ABC):
             await state.client.close()
 
     # ------------------------------------------------------------------ the call
+    def check_prefix(self, request: LLMRequest) -> PrefixReport | None:
+        """The request's shared prefix against the model's minimum cacheable length (None: the model has
+        no provider cache). Logs a warning the first time a prefix below the minimum is seen."""
+        if self.info is None:
+            return None
+        report = prefix_report(request, self.model, self.info.min_cache_tokens)
+        key = prefix_key(request)
+        if key not in self._prefixes_seen:
+            self._prefixes_seen.add(key)
+            if not report.cacheable and (request.system or request.prefix):
+                logger.warning(
+                    "%s: %s, so the provider will not cache it and every request pays the full input price.",
+                    self.name,
+                    report.message(),
+                )
+        return report
+
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Send one request, with limits and retries; LLMCallError if it cannot succeed."""
+        self.check_prefix(request)
         if request.assistant_prefill is not None and not self.supports_prefill:
             self.n_failed += 1
             raise LLMCallError(
@@ -343,10 +411,18 @@ class LLMBackend(ABC):
         if state.tokens is not None:
             used = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens + usage.output_tokens
             state.tokens.adjust(used - estimate)
+        self.account(usage)
+        return response.model_copy(update={"latency_s": latency, "attempts": attempts})
+
+    def account(self, usage: Usage, *, batch: bool = False) -> None:
+        """Add one answered call to the running totals (`complete` does this; batch ingestion calls it)."""
         self.n_calls += 1
         self.total_usage = self.total_usage + usage
-        self.total_cost_usd += self.cost(usage)
-        return response.model_copy(update={"latency_s": latency, "attempts": attempts})
+        cost = self.cost(usage, batch=batch)
+        if cost is None:
+            self._unpriced_calls += 1
+        else:
+            self._cost_total += cost
 
     async def complete_all(self, requests: Sequence[LLMRequest]) -> list[LLMResponse | LLMCallError]:
         """Run many requests concurrently (bounded by max_in_flight); failures come back in place."""
@@ -369,10 +445,23 @@ class LLMBackend(ABC):
 
     # ------------------------------------------------------------------ money
     @property
-    def price_known(self) -> bool:
-        return find_price(self.model, self.prices) is not None
+    def price(self) -> Price | None:
+        return find_price(self.model, self.prices)
 
-    def cost(self, usage: Usage) -> float:
-        """USD for `usage` at this model's price (0.0 if unknown; see price_known)."""
-        price = find_price(self.model, self.prices)
-        return price.cost(usage) if price is not None else 0.0
+    @property
+    def price_known(self) -> bool:
+        return not self.bills or self.price is not None
+
+    def cost(self, usage: Usage, *, batch: bool = False) -> float | None:
+        """USD for one call's `usage` (`batch`: through the provider's batch API, at its discount).
+        None when the model's price is unknown (never 0.0 for a billed model); 0.0 for a backend that does
+        not bill."""
+        if not self.bills:
+            return 0.0
+        price = self.price
+        return price.cost(usage, batch=batch) if price is not None else None
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        """USD of every answered call so far; None once any of them had no price."""
+        return None if self._unpriced_calls else self._cost_total

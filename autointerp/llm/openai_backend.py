@@ -1,23 +1,31 @@
-"""OpenAI and OpenAI-compatible servers (vLLM, llama.cpp server, ollama) through the `openai` SDK.
+"""OpenAI and OpenAI-compatible servers (vLLM, SGLang, llama.cpp server, ollama) through the `openai` SDK.
 
 - Messages: system, prefix..., messages..., byte-identical prefix across features, which is what
-  OpenAI's automatic prompt caching (and vLLM's prefix caching) needs.
+  OpenAI's automatic prompt caching (and vLLM's / SGLang's prefix caching) needs.
 - Usage: `prompt_tokens` counts cached tokens too, so input_tokens = prompt_tokens - cached - cache
   writes; cached_input_tokens = `prompt_tokens_details.cached_tokens`; cache_write_tokens =
-  `prompt_tokens_details.cache_write_tokens` where reported. Same meaning as for Anthropic.
-- logprobs / top_logprobs are passed when asked.
+  `prompt_tokens_details.cache_write_tokens` where reported (GPT-5.6+). Same meaning as for Anthropic.
+- Model rules come from the model table (autointerp.llm.models) on api.openai.com: a model whose
+  logprobs need a reasoning setting gets it (`reasoning_effort`, e.g. "none" on GPT-5.4); a model that
+  gives no logprobs has `supports_logprobs` False, so the simulator uses its sampled mode (logged once);
+  temperature is left out where the model rejects it. A model the table does not name keeps the old
+  rule on api.openai.com (o-series and gpt-5* are reasoning models: no logprobs, no temperature).
+- Other servers (vLLM, SGLang...) get logprobs and temperature; `top_logprobs` is capped at the
+  provider's limit (20: OpenAI, and vLLM's default --max-logprobs).
 - On api.openai.com the token cap is sent as `max_completion_tokens` (reasoning models reject
   `max_tokens`); other servers get `max_tokens`, which every compatible server understands.
-- Reasoning models (o1/o3/o4, gpt-5 families) accept neither temperature nor logprobs: temperature is
-  left out and `supports_logprobs` is False for them.
 - Assistant prefill: api.openai.com does not continue a trailing assistant message, so
-  `supports_prefill` is False there; other servers get the trailing message plus vLLM's
+  `supports_prefill` is False there; other servers get the trailing message plus vLLM's / SGLang's
   `continue_final_message` flag (llama.cpp continues a trailing assistant message by itself).
+- Prompt logprobs (`LLMRequest.prompt_logprobs`, vLLM's extension): sent as `prompt_logprobs` to servers
+  other than api.openai.com; the response's top-level `prompt_logprobs` (one {token id: {logprob, rank,
+  decoded_token}} per prompt token) is parsed into `LLMResponse.prompt_logprobs`.
 - The SDK's own retries are off (`max_retries=0`): autointerp.llm.retry decides.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Any
@@ -29,22 +37,46 @@ from autointerp.llm.base import BackendOptions, BackendSpec, LLMBackend, LLMRequ
 from autointerp.llm.retry import TransientError, first_line, sdk_errors_translated
 from autointerp.records import Usage
 
+logger = logging.getLogger("autointerp.llm")
+
 OFFICIAL_HOST = "api.openai.com"
 PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key; the SDK insists on one
-_REASONING = re.compile(r"^(o\d|gpt-5)")
+_REASONING = re.compile(r"^(o\d|gpt-5|gpt-6)")
 
 
 class OpenAIBackend(LLMBackend):
+    provider = "openai"
+
     def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
         assert spec.model is not None
         super().__init__(str(spec), spec.model, options)
+        assert self.info is not None
         self.base_url = spec.base_url
         self._spare: openai.AsyncOpenAI | None = self._build_client()
         self.official = self._spare.base_url.host == OFFICIAL_HOST
-        reasoning = bool(_REASONING.match(spec.model))
-        self.supports_logprobs = not reasoning
-        self.supports_temperature = not reasoning
+        self.reasoning_effort: str | None = None
+        if self.official and not self.info.known:
+            reasoning = bool(_REASONING.match(spec.model))
+            self.supports_logprobs = not reasoning
+            self.supports_temperature = not reasoning
+        elif self.official:
+            self.supports_logprobs = self.info.logprobs
+            self.supports_temperature = self.info.temperature
+            self.reasoning_effort = self.info.reasoning_effort
+        else:  # a compatible server runs the model it was started with; the table's OpenAI rules do not apply
+            self.supports_logprobs = True
+            self.supports_temperature = True
         self.supports_prefill = not self.official
+        self.supports_prompt_logprobs = not self.official
+        self.max_top_logprobs = self.info.max_top_logprobs
+        if not self.supports_logprobs:
+            logger.info(
+                "%s: %s gives no logprobs%s, so the simulator uses its sampled mode (predictions written as "
+                "text) instead of the expected value over logprobs.",
+                self.name,
+                self.model,
+                f" (even at reasoning_effort={self.reasoning_effort!r})" if self.reasoning_effort else "",
+            )
 
     def _build_client(self) -> openai.AsyncOpenAI:
         key = self.options.api_key or os.environ.get("OPENAI_API_KEY")
@@ -65,32 +97,49 @@ class OpenAIBackend(LLMBackend):
         client, self._spare = self._spare, None
         return client or self._build_client()
 
-    def build_params(self, request: LLMRequest) -> dict[str, Any]:
-        """The Chat Completions arguments for a request (exposed for golden tests)."""
+    def request_body(self, request: LLMRequest) -> dict[str, Any]:
+        """The Chat Completions JSON body for a request, exactly as sent (also a batch file's `body`)."""
         messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
         messages += [{"role": m.role, "content": m.content} for m in (*request.prefix, *request.messages)]
-        params: dict[str, Any] = {"model": self.model, "messages": messages}
-        params["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        body["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
+        if self.reasoning_effort is not None:
+            body["reasoning_effort"] = self.reasoning_effort
         if self.supports_temperature:
-            params["temperature"] = request.temperature
+            body["temperature"] = request.temperature
         if request.logprobs and self.supports_logprobs:
-            params["logprobs"] = True
+            body["logprobs"] = True
             if request.top_logprobs:
-                params["top_logprobs"] = request.top_logprobs
+                body["top_logprobs"] = min(request.top_logprobs, self.max_top_logprobs)
         if request.stop:
-            params["stop"] = list(request.stop)
+            body["stop"] = list(request.stop)
         if request.assistant_prefill:
             messages.append({"role": "assistant", "content": request.assistant_prefill})
-            params["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        if request.prompt_logprobs and self.supports_prompt_logprobs:
+            body["prompt_logprobs"] = min(request.prompt_logprobs, self.max_top_logprobs)
+        return body
+
+    def build_params(self, request: LLMRequest) -> dict[str, Any]:
+        """`chat.completions.create` keyword arguments (exposed for golden tests): fields the SDK does not
+        know (vLLM's / SGLang's extensions) travel in `extra_body`."""
+        params = self.request_body(request)
+        extra = {k: params.pop(k) for k in _EXTENSIONS if k in params}
+        if extra:
+            params["extra_body"] = extra
         return params
 
     async def _call(self, request: LLMRequest) -> LLMResponse:
         params = self.build_params(request)
         with sdk_errors_translated(openai, _describe):
             completion = await self.client.chat.completions.create(**params)
-        return self._parse(completion, request)
+        return self.parse_completion(completion, request)
 
-    def _parse(self, completion: Any, request: LLMRequest) -> LLMResponse:
+    def parse_completion(self, completion: Any, request: LLMRequest) -> LLMResponse:
+        """An LLMResponse from a chat completion (an SDK object, or a dict from a batch's output file)."""
+        if isinstance(completion, dict):
+            completion = openai.types.chat.ChatCompletion.model_validate(completion)
         choices = getattr(completion, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
             raise TransientError("malformed response: no choices")
@@ -104,13 +153,51 @@ class OpenAIBackend(LLMBackend):
                 for alt in item.top_logprobs or []:
                     top.setdefault(alt.token, alt.logprob)  # keep the first (likeliest) of duplicate strings
                 logprobs.append(TokenLogprob(token=item.token, logprob=item.logprob, top=top))
+        prompt_logprobs = None
+        if request.prompt_logprobs:
+            raw = (completion.model_extra or {}).get("prompt_logprobs")
+            if raw is not None:
+                ids = (completion.model_extra or {}).get("prompt_token_ids")
+                prompt_logprobs = parse_prompt_logprobs(raw, ids)
         return LLMResponse(
             text=choice.message.content or "",
             logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
             usage=_usage(getattr(completion, "usage", None)),
             model=getattr(completion, "model", None) or self.model,
             finish_reason=choice.finish_reason,
         )
+
+
+# Request fields of vLLM / SGLang that are not in OpenAI's Chat Completions API.
+_EXTENSIONS = ("continue_final_message", "add_generation_prompt", "prompt_logprobs")
+
+
+def parse_prompt_logprobs(raw: list[Any], token_ids: list[int] | None = None) -> list[TokenLogprob | None]:
+    """vLLM's prompt_logprobs: per prompt token None or {token id: {"logprob", "rank", "decoded_token"}}.
+
+    The entry for the token actually in the prompt is known from `token_ids` (vLLM's `prompt_token_ids`,
+    sent when asked with `return_token_ids`); without them it is the entry not among the top ranks (vLLM
+    adds the prompt token to the top-k when it is not already there), else the rank-1 entry."""
+    out: list[TokenLogprob | None] = []
+    for i, entry in enumerate(raw):
+        if not entry:
+            out.append(None)
+            continue
+        alts = {str(k): v for k, v in entry.items()}
+        top = {}
+        for alt in sorted(alts.values(), key=lambda a: a.get("rank") or 10**9):
+            top.setdefault(alt.get("decoded_token") or "", alt["logprob"])
+        chosen = None
+        if token_ids is not None and i < len(token_ids):
+            chosen = alts.get(str(token_ids[i]))
+        if chosen is None:
+            ranks = sorted(a.get("rank") or 0 for a in alts.values())
+            k = len(alts) - 1  # with an extra entry, the top ranks are 1..k and the prompt token is the other
+            extra = [a for a in alts.values() if (a.get("rank") or 0) > k] if ranks[-1] > k else []
+            chosen = extra[0] if extra else min(alts.values(), key=lambda a: a.get("rank") or 10**9)
+        out.append(TokenLogprob(token=chosen.get("decoded_token") or "", logprob=chosen["logprob"], top=top))
+    return out
 
 
 def _usage(usage: Any) -> Usage:

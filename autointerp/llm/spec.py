@@ -93,14 +93,18 @@ def _openai(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
 def _local(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
     from autointerp.llm.local_backend import LocalBackend
 
-    return LocalBackend(spec, options)
+    backend = LocalBackend(spec, options)
+    backend.bills = False  # runs on this machine: its calls cost nothing
+    return backend
 
 
 @BACKENDS.register("baseline")
 def _baseline(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
     from autointerp.llm.baseline import BaselineBackend
 
-    return BaselineBackend(spec, options)
+    backend = BaselineBackend(spec, options)
+    backend.bills = False  # no LLM at all
+    return backend
 
 
 def make_backend(

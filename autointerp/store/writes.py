@@ -1,0 +1,205 @@
+"""Writing a run database: a run and its status, then each stage's result per feature.
+
+Each feature's stage result is committed in one transaction together with the feature's status, so an
+interrupted run loses only the work in flight. Writes replace rows on their primary key: redoing work
+never duplicates a row. LLM calls are a ledger: every call is a new row.
+"""
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, get_args
+
+from autointerp.errors import StoreError
+from autointerp.records import CallRecord, Explanation, FeatureSample, Simulation
+from autointerp.scoring import FeatureScores
+from autointerp.store import rows
+from autointerp.store.connection import guarded
+from autointerp.store.queries import StoreQueries
+from autointerp.store.schema import FeatureStage, RunStatus
+
+if TYPE_CHECKING:  # config imports the corpus module and with it torch: readers need neither
+    from autointerp.config import RunConfig
+
+
+class StoreWrites(StoreQueries):
+    """The writers of a run database (a store opened with create=True); they read through StoreQueries."""
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _set_stage(self, run_id: str, features: Iterable[int], stage: FeatureStage) -> None:
+        now = rows.now()
+        self._put(
+            "feature_status",
+            ({"run_id": run_id, "feature": f, "stage": stage, "updated_at": now} for f in features),
+        )
+
+    def _touch(self, run_id: str) -> None:
+        self.db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", [rows.now(), run_id])
+
+    def _put_calls(self, run_id: str, feature: int, stage: str, calls: Iterable[CallRecord]) -> None:
+        self._put("llm_calls", (rows.call_row(run_id, feature, stage, c) for c in calls), replace=False)
+
+    # ------------------------------------------------------------------------------------ runs
+
+    @guarded
+    def create_run(
+        self,
+        run_id: str,
+        name: str,
+        config: "RunConfig",
+        sae_fingerprint: str,
+        corpus_fingerprint: str,
+        versions: Mapping[str, str | None] | None = None,
+        *,
+        training_run: str | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Record a new run with its full config (status 'sampling'). versions None -> package_versions().
+
+        Raises StoreError if run_id already exists (resume it instead).
+        """
+        self._writing()
+        if self.get_run(run_id) is not None:
+            raise StoreError(f"run database {self.path}: run {run_id!r} already exists; resume it or pick another id.")
+        versions = rows.package_versions() if versions is None else versions
+        row = rows.run_row(run_id, name, config, sae_fingerprint, corpus_fingerprint, versions, training_run, step)
+        with self.db.atomic():
+            self._put("runs", [row], replace=False)
+
+    @guarded
+    def update_run_config(self, run_id: str, config: "RunConfig") -> None:
+        """Store a config that settles what the stored one left open (e.g. the LLM backends chosen after
+        `autointerp sample`). The caller checks that nothing already decided changes."""
+        self._writing()
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE runs SET config_json = ?, results_key_json = ?, updated_at = ? WHERE run_id = ?",
+                [
+                    self._redact({"c": config.model_dump_json()})["c"],
+                    json.dumps(config.results_key(), sort_keys=True),
+                    rows.now(),
+                    run_id,
+                ],
+            )
+
+    @guarded
+    def set_run_status(self, run_id: str, status: RunStatus) -> None:
+        if status not in get_args(RunStatus):
+            raise ValueError(f"run status: found {status!r}; expected one of {get_args(RunStatus)}")
+        self._writing()
+        with self.db.atomic():
+            self.db.execute("UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, rows.now(), run_id])
+
+    # ------------------------------------------------------------------------------------ stage results
+
+    @guarded
+    def save_samples(self, run_id: str, samples: Sequence[FeatureSample]) -> None:
+        """Stats and windows of every sampled feature, and status 'sampled', in one transaction.
+
+        A feature saved again has its windows replaced (none of the old ones survive).
+        """
+        self._writing()
+        features = [s.feature for s in samples]
+        with self.db.atomic():
+            self._put("features", (rows.stats_row(run_id, s.stats) for s in samples))
+            self.db.conn.executemany(
+                "DELETE FROM examples WHERE run_id = ? AND feature = ?", [(run_id, f) for f in features]
+            )
+            self._put(
+                "examples",
+                (rows.window_row(run_id, s.feature, i, w) for s in samples for i, w in enumerate(s.windows)),
+            )
+            self._set_stage(run_id, features, "sampled")
+            self._touch(run_id)
+
+    @guarded
+    def save_explanation(
+        self, run_id: str, expl: Explanation, source: str = "llm", *, calls: Sequence[CallRecord] = ()
+    ) -> None:
+        """An explanation (source 'llm' or 'baseline') and its calls; an 'llm' one sets status 'explained'."""
+        self._writing()
+        with self.db.atomic():
+            self._put("explanations", [rows.explanation_row(run_id, expl, source)])
+            self._put_calls(run_id, expl.feature, "explain", calls)
+            if source == "llm":
+                self._set_stage(run_id, [expl.feature], "explained")
+            self._touch(run_id)
+
+    @guarded
+    def save_scored(
+        self,
+        run_id: str,
+        feature: int,
+        simulations: Sequence[Simulation],
+        scores: Mapping[str, FeatureScores],
+        *,
+        lifts: Mapping[str, float | None] | None = None,
+        calls: Sequence[CallRecord] = (),
+    ) -> None:
+        """Simulations, scores (keyed by explanation_source) and status 'scored' in one transaction.
+
+        `lifts` ('lift', 'lift_other'; scoring.control_lifts) go on the 'llm' scores row; a missing one,
+        and both on control rows, are stored as NULL. Replaces whatever the feature had before (a control
+        scored earlier but not now is removed).
+        """
+        self._writing()
+        stray = [s.feature for s in simulations if s.feature != feature]
+        if stray:
+            raise ValueError(
+                f"save_scored feature {feature}: found simulations of features {stray}; expected only {feature}"
+            )
+        unknown = set(lifts or {}) - set(rows.LIFT_COLUMNS)
+        if unknown:
+            raise ValueError(f"save_scored lifts: found {sorted(unknown)}; expected only {rows.LIFT_COLUMNS}")
+        with self.db.atomic():
+            for table in ("simulations", "scores"):
+                self.db.execute(f"DELETE FROM {table} WHERE run_id = ? AND feature = ?", [run_id, feature])
+            self._put("simulations", (rows.simulation_row(run_id, s) for s in simulations))
+            self._put(
+                "scores",
+                (
+                    rows.score_row(run_id, feature, source, s, (lifts or {}) if source == "llm" else {})
+                    for source, s in scores.items()
+                ),
+            )
+            self._put_calls(run_id, feature, "simulate", calls)
+            self._set_stage(run_id, [feature], "scored")
+            self._touch(run_id)
+
+    @guarded
+    def record_failure(
+        self, run_id: str, feature: int, stage: str, message: str, *, calls: Sequence[CallRecord] = ()
+    ) -> None:
+        """A feature's stage failed for good: an open error, its calls, status 'failed' (never a score)."""
+        self._writing()
+        error = {
+            "run_id": run_id,
+            "feature": feature,
+            "stage": stage,
+            "message": message,
+            "created_at": rows.now(),
+            "resolved": 0,
+        }
+        with self.db.atomic():
+            self._put("errors", [error], replace=False)
+            self._put_calls(run_id, feature, stage, calls)
+            self._set_stage(run_id, [feature], "failed")
+            self._touch(run_id)
+
+    @guarded
+    def resolve_failures(self, run_id: str, features: Iterable[int]) -> None:
+        """Mark the failed features' open errors resolved and put each back at its last completed stage
+        ('explained' if it has an LLM explanation, else 'sampled') so pending_features() offers it again.
+        For `--retry-failed`; a retry that fails again records a new error. Features not failed are left."""
+        self._writing()
+        failed = self.failed_features(run_id)
+        features = [f for f in features if f in failed]
+        explained = self.load_explanations(run_id).keys()
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "UPDATE errors SET resolved = 1 WHERE run_id = ? AND feature = ? AND resolved = 0",
+                [(run_id, f) for f in features],
+            )
+            self._set_stage(run_id, [f for f in features if f in explained], "explained")
+            self._set_stage(run_id, [f for f in features if f not in explained], "sampled")
+            self._touch(run_id)
