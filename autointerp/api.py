@@ -12,11 +12,15 @@
 `sae` is ours (`autointerp.sae.SparseAutoencoder`) or any object with SAELens's interface: `encode(x)`
 returning every feature, `cfg.d_sae`, and the hook in `cfg.metadata.hook_name` or `cfg.hook_name`
 (pass `hook_name=` otherwise). Each call adds one run, tagged with `training_run` and `step`, to the
-database in `db`; `autointerp table DB` then shows one row per step.
+database in `db`; `autointerp table DB` then shows one row per step. Runs carry the SAE's fingerprint
+(`autointerp.sae.sae_fingerprint`, the same as `autointerp run` stores), so `autointerp compare` pairs a
+checkpoint's run with a command-line run of the same SAE.
+
+Nothing is printed: notes go to the `autointerp` loggers. Pass `reporter=TerminalReporter()` (from
+`autointerp.terminal`) to see what the command line shows, progress bars included.
 """
 
 import asyncio
-import hashlib
 import time
 from pathlib import Path
 
@@ -25,7 +29,8 @@ import torch
 from autointerp.config import LLMConfig, RunConfig, SamplerConfig, SelectionConfig
 from autointerp.corpus import CorpusSpec, special_token_ids, tokenise_corpus
 from autointerp.errors import InputError, expected
-from autointerp.sae import SparseAutoencoder
+from autointerp.reporting import Reporter
+from autointerp.sae import SparseAutoencoder, sae_fingerprint
 
 
 class ForeignSAE:
@@ -56,15 +61,6 @@ class ForeignSAE:
         return acts if features is None else acts[..., features]
 
 
-def _fingerprint(sae) -> str:
-    digest = hashlib.sha256()
-    state = sae.state_dict() if hasattr(sae, "state_dict") else getattr(sae, "weights", {})
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().float().cpu().numpy().tobytes()[: 1 << 20])
-    return digest.hexdigest()[:16]
-
-
 def score_checkpoint(
     sae,
     model,
@@ -81,11 +77,13 @@ def score_checkpoint(
     hook_name: str | None = None,
     seed: int = 0,
     sampler: SamplerConfig | None = None,
+    reporter: Reporter | None = None,
 ) -> dict:
     """Sample, explain, simulate and score `n_features` live features of `sae`; returns the run's summary row.
 
     corpus: a path, a CorpusSpec, or token contexts [n, L] already made. explainer/simulator: backend
-    specs as on the command line ('baseline' costs nothing and needs no LLM).
+    specs as on the command line ('baseline' costs nothing and needs no LLM). reporter: where notes and
+    progress go (default: notes logged, no progress shown).
     """
     from autointerp.interpret import interpret_run
     from autointerp.pipeline import corpus_fingerprint
@@ -121,7 +119,7 @@ def score_checkpoint(
 
     store = RunStore.open(Path(db), create=True)
     run_id = f"{training_run}-step{step}-{time.strftime('%Y%m%d%H%M%S')}"
-    fingerprints = (_fingerprint(sae), corpus_fingerprint(tokens.cpu()))
+    fingerprints = (sae_fingerprint(sae), corpus_fingerprint(tokens.cpu()))
     store.create_run(run_id, training_run, cfg, *fingerprints, training_run=training_run, step=step)
     store.save_samples(run_id, samples)
-    return asyncio.run(interpret_run(store, run_id, cfg))
+    return asyncio.run(interpret_run(store, run_id, cfg, reporter=reporter))

@@ -10,28 +10,57 @@ from typing import Any
 
 from autointerp.errors import AutointerpError, InputError, expected
 
-# flag -> (dotted RunConfig field, type, help)
-RUN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--sae": ("sae", str, "SAE folder (SAELens or sparsify layout) or 'demo' for the built-in one"),
-    "--model": ("model", str, "subject model (TransformerLens name or 'smollm2-135m'); default: the SAE's"),
-    "--corpus": ("corpus.source", str, "text file/folder, .jsonl, .parquet, saved HF dataset, or 'shakespeare'"),
-    "--text-field": ("corpus.text_field", str, "field holding the text in JSONL/parquet/datasets"),
-    "--device": ("device", str, "cuda or cpu (default: cuda when present)"),
-    "--dtype": ("dtype", str, "model dtype (default: bfloat16 on cuda, float32 on cpu)"),
-    "--run-dir": ("run_dir", str, "folder of the run's SQLite database (default: scores/<sae>-<hook>)"),
-    "--n-tokens": ("sampler.n_tokens", int, "corpus tokens to stream"),
-    "--context-size": ("sampler.context_size", int, "tokens per model context (default: the SAE's)"),
-    "--batch-size": ("sampler.batch_size", int, "contexts per forward pass"),
-    "--window-size": ("sampler.window_size", int, "tokens per example window"),
-    "--n-features": ("selection.n_features", int, "draw this many live features at random"),
-    "--features": ("selection.features", str, "explicit features, e.g. 3,17,100-120"),
-    "--seed": ("selection.seed", int, "seed for feature selection"),
-    "--explainer": ("llm.explainer", str, "anthropic:<model>, openai:<model>[@url], local or baseline"),
-    "--simulator": ("llm.simulator", str, "same forms as --explainer (default: the explainer's)"),
-    "--max-in-flight": ("llm.max_in_flight", int, "LLM requests in flight per backend"),
-    "--quantise": ("scoring.quantise_rule", str, "floor (OpenAI) or ceil (delphi)"),
-    "--controls-share": ("scoring.controls_share", float, "share of features scored with control explanations"),
+# flag -> (dotted RunConfig field, type). A flag's help is that field's `Field(description=...)` in
+# autointerp/config.py, the one place the wording lives (job files use the same fields).
+RUN_FLAGS: dict[str, tuple[str, type]] = {
+    "--sae": ("sae", str),
+    "--model": ("model", str),
+    "--corpus": ("corpus.source", str),
+    "--text-field": ("corpus.text_field", str),
+    "--device": ("device", str),
+    "--dtype": ("dtype", str),
+    "--run-dir": ("run_dir", str),
+    "--n-tokens": ("sampler.n_tokens", int),
+    "--context-size": ("sampler.context_size", int),
+    "--batch-size": ("sampler.batch_size", int),
+    "--window-size": ("sampler.window_size", int),
+    "--n-features": ("selection.n_features", int),
+    "--features": ("selection.features", str),
+    "--seed": ("selection.seed", int),
+    "--explainer": ("llm.explainer", str),
+    "--simulator": ("llm.simulator", str),
+    "--max-in-flight": ("llm.max_in_flight", int),
+    "--quantise": ("scoring.quantise_rule", str),
+    "--controls-share": ("scoring.controls_share", float),
+    "--stratify": ("selection.stratify_by_density", bool),  # a switch: given means true
 }
+
+
+def field_description(dotted: str) -> str:
+    """The description of RunConfig field `dotted` (e.g. 'sampler.n_tokens'); KeyError if there is none."""
+    from pydantic import BaseModel
+
+    from autointerp.config import RunConfig
+
+    model: type[BaseModel] = RunConfig
+    *parents, last = dotted.split(".")
+    for name in parents:
+        model = model.model_fields[name].annotation  # type: ignore[assignment]  # nested configs are models
+    description = model.model_fields[last].description
+    if not description:
+        raise KeyError(f"RunConfig field {dotted!r} has no description")
+    return description
+
+
+class RunFlagHelpFormatter(argparse.HelpFormatter):
+    """Reads a run flag's help from RunConfig only when help is printed: that needs autointerp.config,
+    which imports torch (about a second), and commands such as `table` must not pay for it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        dotted = getattr(action, "run_field", None)
+        if dotted is None:
+            return super()._get_help_string(action)
+        return field_description(dotted).replace("%", "%%")  # argparse %-formats help text
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -59,12 +88,10 @@ def build_config(args: argparse.Namespace):
     from autointerp.config import RunConfig
 
     data = load_job(getattr(args, "job", None))
-    for flag, (dotted, _, _) in RUN_FLAGS.items():
+    for flag, (dotted, _) in RUN_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
             _set_dotted(data, dotted, value)
-    if getattr(args, "stratify", False):
-        _set_dotted(data, "selection.stratify_by_density", True)
     if "sae" not in data:
         raise InputError(
             "No SAE given: expected --sae PATH (or --sae demo for the built-in one) or `sae = ...` in a job file."
@@ -78,9 +105,15 @@ def build_config(args: argparse.Namespace):
 
 
 def add_run_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
-    for flag, (_, kind, help_text) in RUN_FLAGS.items():
+    """The run flags (all, or those in `only`); unset ones stay None so a job file's values survive.
+    `parser` must use RunFlagHelpFormatter for the help to show the fields' descriptions."""
+    for flag, (dotted, kind) in RUN_FLAGS.items():
         if only is None or flag in only:
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+            if kind is bool:
+                action = parser.add_argument(flag, action="store_true", default=None, help=dotted)
+            else:
+                action = parser.add_argument(flag, type=kind, default=None, help=dotted)
+            action.run_field = dotted  # type: ignore[attr-defined]  # read by RunFlagHelpFormatter
 
 
 def cmd_info(args) -> int:
@@ -104,23 +137,38 @@ def cmd_info(args) -> int:
     return 0
 
 
+def print_renderables(*items) -> None:
+    """Rich tables, rules and text on stdout, one `Console.print` each."""
+    from rich.console import Console
+
+    console = Console()
+    for item in items:
+        console.print(item)
+
+
 def cmd_sample(args) -> int:
     from autointerp.pipeline import sample_stage
+    from autointerp.terminal import TerminalReporter
 
-    sample_stage(build_config(args))
+    sample_stage(build_config(args), TerminalReporter())
     return 0
 
 
 def cmd_run(args) -> int:
+    """Exit status 0 even when some features failed: their errors are recorded and counted in the summary."""
     from autointerp.pipeline import run
+    from autointerp.show import summary_table
+    from autointerp.terminal import TerminalReporter
 
-    return run(build_config(args), retry_failed=args.retry_failed)
+    summary = run(build_config(args), retry_failed=args.retry_failed, reporter=TerminalReporter())
+    print_renderables(summary_table(summary))
+    return 0
 
 
 def cmd_show(args) -> int:
-    from autointerp.show import show_feature
+    from autointerp.show import feature_view, load_feature_report
 
-    show_feature(Path(args.run_dir), args.feature)
+    print_renderables(*feature_view(load_feature_report(Path(args.run_dir), args.feature)))
     return 0
 
 
@@ -166,7 +214,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = top.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="what an SAE holds and whether it fits the model's hook")
+    info = sub.add_parser(
+        "info", help="what an SAE holds and whether it fits the model's hook", formatter_class=RunFlagHelpFormatter
+    )
     info.add_argument("--job")
     add_run_flags(info, ("--sae", "--model", "--device", "--dtype"))
     info.set_defaults(func=cmd_info)
@@ -175,10 +225,9 @@ def parser() -> argparse.ArgumentParser:
         ("sample", cmd_sample, "sampling stage only: contexts and statistics into the run's store"),
         ("run", cmd_run, "sample, explain, simulate and score; resumable"),
     ):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, formatter_class=RunFlagHelpFormatter)
         p.add_argument("--job", help="TOML job file (flags override it)")
         add_run_flags(p)
-        p.add_argument("--stratify", action="store_true", help="draw features evenly across density buckets")
         p.add_argument("--retry-failed", action="store_true", help="redo only the features that failed")
         p.set_defaults(func=func)
 

@@ -13,10 +13,11 @@ from autointerp.corpus import CorpusSpec
 
 class SamplerConfig(BaseModel):
     n_tokens: int = Field(
-        default=60_000, gt=0, description="corpus tokens streamed (small default for a CPU demo; real runs want 1M+)"
+        default=60_000, gt=0, description="corpus tokens to stream (small default for a CPU demo; real runs want 1M+)"
     )
     context_size: int | None = Field(
-        default=None, description="model context length; None -> the SAE's context_size, else 128"
+        default=None,
+        description="tokens per model context (default: the SAE's context_size, else 128; at most the model's)",
     )
     batch_size: int = Field(default=16, gt=0, description="contexts per forward pass")
     window_size: int = Field(default=32, gt=1, description="tokens per example window")
@@ -40,26 +41,37 @@ class SamplerConfig(BaseModel):
     interval_grid: int = Field(
         default=64, ge=8, description="fine cells of the doubling grid behind intervals and histograms"
     )
-    seed: int = 0
+    seed: int = Field(
+        default=0, description="seed for the explain/score split, the windows drawn, and the order shown to the LLM"
+    )
 
 
 class SelectionConfig(BaseModel):
-    n_features: int | None = Field(default=None, description="draw this many live features at random (seeded)")
+    n_features: int | None = Field(
+        default=None,
+        description="draw this many live features at random, seeded (default: 5 unless features are listed)",
+    )
     features: str | None = Field(default=None, description="explicit features, e.g. '3,17,100-120'")
-    stratify_by_density: bool = Field(default=False, description="draw evenly across log-density buckets")
+    stratify_by_density: bool = Field(
+        default=False, description="draw features evenly across log-density buckets (from the sparsity file or probe)"
+    )
     density_probe_tokens: int = Field(
         default=20_000, description="tokens scanned to find live features when the SAE ships no sparsity file"
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="seed for feature selection and for which features get controls")
 
 
 class LLMConfig(BaseModel):
     explainer: str | None = Field(
-        default=None, description="backend spec; None -> a provider whose key is set, else 'local'"
+        default=None,
+        description="LLM backend: anthropic:<model>, openai:<model>[@url], local or baseline "
+        "(default: a provider whose API key is set, else local)",
     )
-    simulator: str | None = Field(default=None, description="backend spec; None -> same as the explainer")
+    simulator: str | None = Field(
+        default=None, description="LLM backend, in the same forms as the explainer (default: the explainer)"
+    )
     max_in_flight: int | None = Field(
-        default=None, description="requests in flight per backend; None -> backend default"
+        default=None, description="LLM requests in flight per backend (default: the backend's own)"
     )
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
@@ -74,24 +86,43 @@ class LLMConfig(BaseModel):
 
 class ScoringConfig(BaseModel):
     quantise_rule: Literal["floor", "ceil"] = Field(
-        default="floor", description="0..10 quantisation: OpenAI floors, delphi ceils"
+        default="floor", description="0..10 quantisation of true activations: floor (OpenAI) or ceil (delphi)"
     )
     controls_share: float = Field(
         default=1.0, ge=0, le=1, description="share of features also scored with control explanations"
     )
-    detection_threshold: float = Field(
-        default=0.5, description="a window is predicted to fire when its max prediction >= this (0..10)"
+    detection_threshold: float | Literal["auto"] | None = Field(
+        default=None,
+        description="simulation detection: a window is predicted to fire when its max prediction >= this (0..10); "
+        "'auto' = the balanced split of the windows' max predictions; None -> per simulation mode: 'auto' for "
+        "logprob expected values (they never drop to 0, so a fixed 0.5 calls every window positive), 0.5 for "
+        "sampled and baseline integer answers (>= 0.5 = the window's highest level is at least 1)",
     )
+    n_permutations: int = Field(
+        default=1000,
+        ge=0,
+        description="permutation-null draws per simulation (no LLM call): the feature's predictions scored against "
+        "shuffled windows; 1000 gives p down to ~0.001 in milliseconds; 0 skips the null",
+    )
+
+    def threshold_for(self, mode: str) -> float | Literal["auto"]:
+        """The detection threshold for a simulation made in `mode` ('logprob', 'sampled' or 'baseline')."""
+        if self.detection_threshold is not None:
+            return self.detection_threshold
+        return "auto" if mode == "logprob" else 0.5
 
 
 class RunConfig(BaseModel):
-    sae: str = Field(description="SAE folder or built-in name ('demo')")
-    model: str | None = Field(default=None, description="subject model; None -> the SAE's metadata.model_name")
+    sae: str = Field(description="SAE folder (SAELens or sparsify layout) or 'demo' for the built-in one")
+    model: str | None = Field(
+        default=None,
+        description="subject model (TransformerLens name or 'smollm2-135m'; default: the SAE's metadata.model_name)",
+    )
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
-    device: str | None = None
-    dtype: str | None = None
+    device: str | None = Field(default=None, description="cuda or cpu (default: cuda when present)")
+    dtype: str | None = Field(default=None, description="model dtype (default: bfloat16 on cuda, float32 on cpu)")
     run_dir: str | None = Field(
-        default=None, description="where the run's SQLite database lives; None -> scores/<name>"
+        default=None, description="folder of the run's SQLite database (default: scores/<SAE folder name>)"
     )
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)

@@ -28,7 +28,10 @@ TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 
 
 class CorpusSpec(BaseModel):
-    source: str = Field(default="shakespeare", description="built-in name, file or folder path")
+    source: str = Field(
+        default="shakespeare",
+        description="text file/folder, .jsonl, .parquet, saved HF dataset, or 'shakespeare' (built in)",
+    )
     text_field: str = Field(default="text", description="field holding the text in JSONL/parquet/HF datasets")
 
 

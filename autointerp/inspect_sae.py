@@ -5,8 +5,8 @@ import math
 from pydantic import BaseModel
 
 from autointerp.errors import InputError, expected
+from autointerp.hooks import hook_width
 from autointerp.sae import SparseAutoencoder
-from autointerp.subject_model import hook_width
 
 
 class FitReport(BaseModel):

@@ -7,6 +7,7 @@ explained again, scored features are not simulated again.
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import time
@@ -21,7 +22,9 @@ from autointerp.corpus import special_token_ids, tokenise_corpus
 from autointerp.errors import InputError, StoreError, expected
 from autointerp.inspect_sae import FitReport, check_fit
 from autointerp.records import FeatureSample
-from autointerp.sae import SparseAutoencoder, load_sae
+from autointerp.reporting import Reporter
+from autointerp.sae import SparseAutoencoder, load_sae, sae_fingerprint
+from autointerp.settings_hash import settings_differences
 from autointerp.subject_model import load_subject_model
 
 log = logging.getLogger(__name__)
@@ -68,14 +71,6 @@ def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
     return inputs
 
 
-def sae_fingerprint(sae: SparseAutoencoder) -> str:
-    """Identifies an SAE by its config and its weights' values (the first MiB of each, as float32)."""
-    digest = hashlib.sha256(sae.cfg.model_dump_json(exclude={"path", "dtype"}).encode())
-    for name in sorted(sae.weights):
-        digest.update(sae.weights[name].float().cpu().numpy().tobytes()[: 1 << 20])
-    return digest.hexdigest()[:16]
-
-
 def corpus_fingerprint(tokens_NL: torch.Tensor) -> str:
     return hashlib.sha256(tokens_NL.numpy().tobytes()).hexdigest()[:16]
 
@@ -85,28 +80,7 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("scores") / name
 
 
-def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
-
-
-def sample(cfg: RunConfig, inputs: Inputs) -> tuple[list[FeatureSample], int]:
+def sample(cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None) -> tuple[list[FeatureSample], int]:
     """Choose features and stream the corpus; returns (samples, number of dead features)."""
     from autointerp.sampler import hook_activations, sample_features
     from autointerp.selection import choose_features, probe_log10_density
@@ -125,12 +99,14 @@ def sample(cfg: RunConfig, inputs: Inputs) -> tuple[list[FeatureSample], int]:
             hook_activations,
         )
     features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
-    with _progress() as bar:
-        task = bar.add_task("sampling", total=tokens.numel(), info="")
+    with (reporter or Reporter()).progress() as bar:
+        task = bar.add_task("sampling", total=tokens.numel())
+        done = 0
 
         def progress(n: int, seconds: float) -> None:
-            done = bar.tasks[task].completed + n
-            bar.update(task, completed=done, info=f"{done / max(seconds, 1e-9):,.0f} tok/s")
+            nonlocal done
+            done += n
+            bar.advance(task, n, info=f"{done / max(seconds, 1e-9):,.0f} tok/s")
 
         samples = sample_features(
             model, sae, tokens, features, cfg.sampler, inputs.special_ids, inputs.first_position, progress
@@ -146,12 +122,10 @@ def open_run(cfg: RunConfig, create: bool = True):
     store = RunStore.open(run_dir, create=create)
     run_id = store.latest_run_id()
     if run_id is not None:
-        import json
-
         stored = store.get_run(run_id)["results_key"]
         wanted = json.loads(json.dumps(cfg.results_key()))
         # LLM settings left open by `autointerp sample` may be settled now; decided ones may not change.
-        diffs = [d for d in _differences(stored, wanted) if not (d[0].startswith("llm.") and d[1] is None)]
+        diffs = [d for d in settings_differences(stored, wanted) if not (d[0].startswith("llm.") and d[1] is None)]
         found = store.get_run(run_id)["sae_fingerprint"]
         if found != sae_fingerprint(load_sae(resolve_sae_path(cfg.sae))):
             diffs.append(("SAE weights", f"fingerprint {found}", "another SAE's"))
@@ -166,15 +140,6 @@ def open_run(cfg: RunConfig, create: bool = True):
     return store, run_id, run_dir
 
 
-def _differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [(prefix.rstrip("."), a, b)]
-
-
 def with_model_name(cfg: RunConfig) -> RunConfig:
     """`cfg` with `model` taken from the SAE's metadata when not given, so the stored config names it."""
     if cfg.model:
@@ -187,39 +152,40 @@ def with_model_name(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"model": sae.cfg.model_name})
 
 
-def sample_stage(cfg: RunConfig):
+def sample_stage(cfg: RunConfig, reporter: Reporter | None = None):
     """Sample (once) into the run's store; returns (store, run_id)."""
+    reporter = reporter or Reporter()
     cfg = with_model_name(cfg)
     store, run_id, run_dir = open_run(cfg)
     if run_id is not None and store.load_samples(run_id):
-        print(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
+        reporter.note(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
         return store, run_id
     inputs = load_inputs(cfg)
     started = time.time()
-    samples, n_dead = sample(cfg, inputs)
+    samples, n_dead = sample(cfg, inputs, reporter)
     if run_id is None:
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
         store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL))
     store.save_samples(run_id, samples)
     seconds = time.time() - started
-    print(
+    reporter.note(
         f"Sampled {len(samples)} features over {inputs.tokens_NL.numel():,} tokens in {seconds:.0f}s "
         f"({inputs.tokens_NL.numel() / seconds:,.0f} tok/s); {n_dead} dead features never chosen. Stored in {run_dir}."
     )
     return store, run_id
 
 
-def run(cfg: RunConfig, retry_failed: bool = False) -> int:
-    """The main job. Returns the process exit status (0 even when some features failed: they are recorded)."""
+def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = None) -> dict:
+    """The main job. Returns the run's summary (`run_summary`); features that failed are recorded in it,
+    not raised."""
     from autointerp.interpret import interpret_run
     from autointerp.llm.spec import default_backend_spec
-    from autointerp.show import print_summary
 
+    reporter = reporter or Reporter()
     if cfg.llm.explainer is None:  # settled before anything is stored, so the stored config says what ran
         spec, why = default_backend_spec()
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"explainer": spec})})
-        print(f"No --explainer given: using {spec} ({why}).")
+        reporter.note(f"No --explainer given: using {spec} ({why}).")
     cfg = with_model_name(cfg)
-    store, run_id = sample_stage(cfg)
-    print_summary(asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed)))
-    return 0
+    store, run_id = sample_stage(cfg, reporter)
+    return asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter))

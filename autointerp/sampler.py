@@ -4,23 +4,32 @@ windows and activation statistics, in state that is O(features x k) on the model
 Shapes: B contexts per batch, L tokens per context, F tracked features, W tokens per window,
 K top windows, G grid cells, M reservoir slots per cell.
 
-How each group is drawn (per split; every context belongs to exactly one split, drawn with the seed):
+Every random choice is a hash, not a generator stream: a 32-bit key from (seed, what is drawn, feature
+id, context id). So a feature's windows and statistics depend only on the seed, the corpus and the
+settings, never on which other features are in the run or on how the corpus is batched: two runs that
+share a feature give it the same windows, and `compare` pairs like with like.
+
+How each group is drawn (per split; a context's split is a hash of (seed, context id) alone, so
+explanation and scoring windows never share a context):
 - top: the K contexts with the highest peak activation; a window identical to one already kept
   (same W tokens) counts once.
 - interval: equal-width intervals of (0, max']. A feature's positive peaks live on a grid of G cells
   over (0, bound], bound a power of two >= the running max; when the max outgrows the bound, the bound
   doubles and cell pairs merge, so nothing seen is lost. Each cell keeps the M contexts with the
-  smallest random keys (bottom-M sampling), a uniform sample of the contexts whose peak fell in that
-  cell. At the end, cells 0..c_max (c_max the cell of the max) are split into n_intervals runs of
-  equal length (to within one cell), so max' is the max rounded up to the grid (at most 2/G above it)
-  and each interval is a union of whole cells: the smallest keys over an interval are a uniform draw
-  from its contexts. A context already kept as a top window is skipped, which stays exact while a cell
-  holds at most M - draws top contexts.
-- random: contexts chosen uniformly up front (the corpus is tokenised before streaming), windows at a
-  random offset, stored with their TRUE activations.
-- non-activating: bottom-k sampling over contexts where the feature never fires.
+  smallest keys (bottom-M sampling), a uniform sample of the contexts whose peak fell in that cell.
+  Keys are distinct per feature (the hash is a bijection of the context id), so the kept set is the
+  same whatever order the contexts come in, and the bottom M of a union is the bottom M of the parts'
+  bottom Ms: shards of a corpus (one per GPU, say) merge exactly. At the end, cells 0..c_max (c_max
+  the cell of the max) are split into n_intervals runs of equal length (to within one cell), so max'
+  is the max rounded up to the grid (at most 2/G above it) and each interval is a union of whole
+  cells: the smallest keys over an interval are a uniform draw from its contexts. A context already
+  kept as a top window is skipped, which stays exact while a cell holds at most M - draws top contexts.
+- random: the n_random score contexts with the smallest keys of (seed, context id), the same for every
+  feature, windows at a hashed offset, stored with their TRUE activations.
+- non-activating: bottom-k sampling over contexts where the feature never fires, window at a hashed
+  offset of the context.
 Statistics (token count, firing count, max, mean when active, histogram on the same grid) count every
-token except BOS and other special tokens, in both splits.
+token except BOS and other special tokens, in both splits, each feature reduced on its own.
 """
 
 import math
@@ -34,6 +43,7 @@ from torch import Tensor
 
 from autointerp.config import SamplerConfig
 from autointerp.errors import InputError, expected
+from autointerp.hooks import hook_stop_layer
 from autointerp.records import FeatureSample, FeatureStats, Window
 
 SPLITS = ("explain", "score")
@@ -502,12 +512,6 @@ class SamplerState:
 
 
 # ---- driving the model ---------------------------------------------------------------------------
-
-
-def hook_stop_layer(hook_name: str) -> int | None:
-    """Layer to stop the forward pass at: just after the hook's block."""
-    parts = hook_name.split(".")
-    return int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
 
 
 def iter_batches(tokens_NL: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:

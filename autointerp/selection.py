@@ -6,9 +6,8 @@ from autointerp.config import SelectionConfig
 from autointerp.errors import InputError, expected
 
 DEAD_LOG10_DENSITY = -9.0  # SAELens stores log10(density + 1e-10): -10 means never seen firing
-DEFAULT_N_FEATURES = (
-    5  # when neither --n-features nor --features is given: the first README command runs in minutes on a CPU
-)
+# When neither --n-features nor --features is given: the first README command runs in minutes on a CPU.
+DEFAULT_N_FEATURES = 5
 
 
 def parse_feature_list(text: str, d_sae: int) -> list[int]:

@@ -1,9 +1,10 @@
-"""Terminal views: one feature of a run (`autointerp show`) and the end-of-run summary table."""
+"""Terminal views, built as rich renderables for the CLI to print: one feature of a run (`autointerp
+show`) and the end-of-run summary table. Nothing here writes to the terminal."""
 
 import json
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -31,37 +32,25 @@ def shaded_window(window: Window, max_activation: float) -> Text:
     return text
 
 
-def feature_view(report: FeatureReport, console: Console, n_windows: int = 8) -> None:
+def feature_view(report: FeatureReport, n_windows: int = 8) -> list[RenderableType]:
+    """What `autointerp show` prints for one feature, one renderable per `Console.print` (plain strings
+    are printed with rich's markup and highlighting)."""
+    from rich.rule import Rule
+
     stats = report.stats
-    console.rule(f"feature {report.feature}  (run {report.run_id})")
-    console.print(
+    view: list[RenderableType] = [Rule(f"feature {report.feature}  (run {report.run_id})")]
+    view.append(
         f"density {stats.density:.2e}  max {stats.max_activation:.3g}  "
         f"mean when active {_fmt(stats.mean_active)}  tokens seen {stats.n_tokens:,}"
     )
     if report.explanation:
-        console.print(Text(f"explanation: {report.explanation.text}", style="bold"))
-        console.print(f"  by {report.explanation.backend}, cost ${report.explanation.cost_usd:.4f}")
+        view.append(Text(f"explanation: {report.explanation.text}", style="bold"))
+        cost = report.explanation.cost_usd
+        view.append(f"  by {report.explanation.backend}, cost {'unknown' if cost is None else f'${cost:.4f}'}")
     for error in report.errors:
-        console.print(Text(f"failed: {error}", style="red"))
+        view.append(Text(f"failed: {error}", style="red"))
     if report.scores:
-        table = Table("metric", "llm explanation", *[f"control: {k}" for k in report.controls], title="scores")
-        for metric in (
-            "correlation",
-            "spearman",
-            "r2_centred",
-            "abs_dev_explained",
-            "auroc",
-            "balanced_accuracy",
-            "slope",
-            "intercept",
-            "ece",
-            "binarity",
-        ):
-            table.add_row(
-                metric, _fmt(report.scores.get(metric)), *[_fmt(c.get(metric)) for c in report.controls.values()]
-            )
-        table.add_row("lift over baseline", _fmt(report.scores.get("lift")))
-        console.print(table)
+        view += score_views(report)
         details = json.loads(report.scores["json"]).get("details", {}) if report.scores.get("json") else {}
         reliability = details.get("reliability") or []
         if reliability:
@@ -69,18 +58,97 @@ def feature_view(report: FeatureReport, console: Console, n_windows: int = 8) ->
             for row in reliability:
                 if row["count"]:
                     calib.add_row(str(row["level"]), str(row["count"]), _fmt(row["mean_true_q"], 2))
-            console.print(calib)
+            view.append(calib)
     top = [w for w in report.windows if w.group == "top"][:n_windows]
     if top:
-        console.print(f"top windows (shade = activation / {stats.max_activation:.3g}):")
+        view.append(f"top windows (shade = activation / {stats.max_activation:.3g}):")
         for window in top:
-            console.print(
-                Text(f"[{window.split} ctx {window.context_id}, peak {window.max_activation:.3g}] "),
-                shaded_window(window, stats.max_activation),
+            label = Text(f"[{window.split} ctx {window.context_id}, peak {window.max_activation:.3g}] ")
+            view.append(Text.assemble(label, " ", shaded_window(window, stats.max_activation)))
+    return view
+
+
+SHOWN_METRICS = (
+    "correlation",
+    "spearman",
+    "r2_centred",
+    "abs_dev_explained",
+    "auroc",
+    "balanced_accuracy",
+    "slope",
+    "intercept",
+    "ece",
+    "binarity",
+)
+
+
+def _undefined(row: dict) -> dict[str, str]:
+    return json.loads(row["json"]).get("undefined", {}) if row.get("json") else {}
+
+
+def _score(row: dict, metric: str, reasons: dict[str, str]) -> str:
+    value = row.get(metric)
+    if value is None and metric in reasons:
+        return f"undefined ({reasons[metric]})"
+    return _fmt(value)
+
+
+def _lift(score: dict, control: dict, score_reasons: dict[str, str], control_reasons: dict[str, str]) -> str:
+    """Correlation lift over a control; when a side is undefined, why, and the value run means count."""
+    a, c = score.get("correlation"), control.get("correlation")
+    if a is not None and c is not None:
+        return _fmt(a - c)
+    why = "; ".join(
+        f"{side} {reasons.get('correlation', 'not computed')}"
+        for side, value, reasons in (("score", a, score_reasons), ("control", c, control_reasons))
+        if value is None
+    )
+    return f"undefined ({why}); {(a or 0.0) - (c or 0.0):.3f} in run means"
+
+
+def score_views(report: FeatureReport) -> list[RenderableType]:
+    """The scores of one feature: each metric for its LLM explanation and each control explanation (an
+    undefined one with its reason), the lifts, the permutation null with its spread, and the scores per
+    activation bin (details["by_bin"])."""
+    scores, controls = report.scores or {}, report.controls
+    names = {k: f"control: {c.get('explanation_source', k)}" for k, c in controls.items()}
+    table = Table("metric", "llm explanation", *names.values(), title="scores")
+    reasons = {"llm": _undefined(scores)} | {k: _undefined(c) for k, c in controls.items()}
+    for metric in SHOWN_METRICS:
+        cells = [_score(c, metric, reasons[k]) for k, c in controls.items()]
+        table.add_row(metric, _score(scores, metric, reasons["llm"]), *cells)
+    for key, label in (("baseline", "lift over baseline (correlation)"), ("other", "lift over other's (correlation)")):
+        if key in controls:
+            table.add_row(label, _lift(scores, controls[key], reasons["llm"], reasons[key]))
+    if scores.get("permutation_mean") is not None:
+        null = f"{scores['permutation_mean']:.3f} ± {scores['permutation_std']:.3f}"
+        table.add_row(f"permutation null r (mean ± std, {scores.get('n_permutations')} draws)", null)
+        z_and_p = f"{_fmt(scores.get('permutation_z'), 1)} / {_fmt(scores.get('permutation_p'))}"
+        table.add_row("  z / p of the correlation", z_and_p)
+    elif "permutation_mean" in reasons["llm"]:
+        table.add_row("permutation null", f"undefined ({reasons['llm']['permutation_mean']})")
+    view: list[RenderableType] = [table]
+    by_bin = json.loads(scores["json"]).get("details", {}).get("by_bin") if scores.get("json") else None
+    if by_bin:
+        bins = Table(
+            "bin", "windows", "true max", "predicted max", "detected", "correlation", title="by activation bin (0..10)"
+        )
+        for row in by_bin:
+            corr = _fmt(row["correlation"]) if row["correlation"] is not None else f"- ({row['correlation_reason']})"
+            bins.add_row(
+                row["bin"],
+                str(row["n_windows"]),
+                _fmt(row["mean_true_max"], 1),
+                _fmt(row["mean_pred_max"], 1),
+                _fmt(row["detected"], 2),
+                corr,
             )
+        view.append(bins)
+    return view
 
 
-def show_feature(run_dir: Path, feature: int, console: Console | None = None) -> None:
+def load_feature_report(run_dir: Path, feature: int) -> FeatureReport:
+    """One feature's report from the latest run in `run_dir`; InputError naming the run's features if absent."""
     from autointerp.store import RunStore
 
     store = RunStore.open(run_dir, create=False)
@@ -91,30 +159,54 @@ def show_feature(run_dir: Path, feature: int, console: Console | None = None) ->
     if feature not in reports:
         known = ", ".join(map(str, sorted(reports)[:20]))
         raise InputError(expected(f"Feature {feature}", f"not in run {run_id}", f"one of its features: {known}"))
-    feature_view(reports[feature], console or Console())
+    return reports[feature]
 
 
-def print_summary(summary: dict, console: Console | None = None) -> None:
-    console = console or Console()
-    table = Table("", "value", title=f"run {summary.get('run_id')} ({summary.get('status')})")
-    rows = [
-        ("features scored", summary.get("scored")),
-        ("features failed", summary.get("failed")),
-        ("correlation mean", summary.get("correlation_mean")),
-        ("correlation median", summary.get("correlation_median")),
-        ("mean lift over baseline explanation", summary.get("lift_mean")),
-        ("mean lift over another feature's explanation", summary.get("lift_other_mean")),
-        ("detection AUROC (mean)", summary.get("auroc_mean")),
-        ("ECE (mean)", summary.get("ece_mean")),
-        ("binarity (mean)", summary.get("binarity_mean")),
-        ("LLM calls", summary.get("llm_calls")),
-        (
-            "tokens in / cached / out",
-            f"{summary.get('input_tokens', 0):,} / {summary.get('cached_input_tokens', 0):,} / "
-            f"{summary.get('output_tokens', 0):,}",
-        ),
-        ("cost (USD)", f"{summary.get('cost_usd', 0.0):.4f}"),
-    ]
-    for name, value in rows:
-        table.add_row(name, _fmt(value))
-    console.print(table)
+def _mean_cell(summary: dict, prefix: str) -> str:
+    """'mean [lo, hi]  n=N (k as 0)' of one run_summary statistic."""
+    mean = summary.get(f"{prefix}_mean")
+    if mean is None:
+        return f"undefined (n={summary.get(f'{prefix}_n', 0)})"
+    lo, hi = summary.get(f"{prefix}_ci_lo"), summary.get(f"{prefix}_ci_hi")
+    text = f"{mean:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]") + f"  n={summary.get(f'{prefix}_n')}"
+    as_zero = summary.get(f"{prefix}_n_undefined_as_zero")
+    return text + (f" ({as_zero} undefined as 0)" if as_zero else "")
+
+
+def summary_table(summary: dict) -> Table:
+    """The end-of-run table of `autointerp run`, from `run_summary`'s dict: each headline score with its
+    95% CI and n, the controls' own scores and the lifts over them, the permutation null, usage."""
+    table = Table("", "mean [95% CI]  n", title=f"run {summary.get('run_id')} ({summary.get('status')})")
+    table.add_row("features scored / failed", f"{summary.get('scored')} / {summary.get('failed')}")
+    for prefix, label in (
+        ("correlation", "correlation"),
+        ("baseline_correlation", "  baseline explanation's"),
+        ("lift", "  lift over baseline explanation"),
+        ("other_correlation", "  another feature's explanation's"),
+        ("lift_other", "  lift over another feature's explanation"),
+        ("null_correlation", "  permutation null's mean r"),
+        ("null_z", "  z over permutation null"),
+        ("null_p05", "  share with p < 0.05 (permutation)"),
+        ("auroc", "detection AUROC"),
+        ("auroc_lift", "  lift over baseline explanation"),
+        ("auroc_lift_other", "  lift over another feature's explanation"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("ece", "ECE (calibration set)"),
+        ("binarity", "binarity (calibration set)"),
+    ):
+        if prefix == "null_p05":  # a share over the features the null covers, not a mean
+            share = summary.get("null_p05_share")
+            table.add_row(label, "not computed" if share is None else f"{share:.3f}  n={summary.get('null_p05_n')}")
+        else:
+            table.add_row(label, _mean_cell(summary, prefix))
+    table.add_row("LLM calls", _fmt(summary.get("llm_calls")))
+    table.add_row(
+        "tokens in / cached / out",
+        f"{summary.get('input_tokens', 0):,} / {summary.get('cached_input_tokens', 0):,} / "
+        f"{summary.get('output_tokens', 0):,}",
+    )
+    cost, unpriced = summary.get("cost_usd"), summary.get("unpriced_calls") or 0
+    table.add_row("cost (USD)", f"unknown ({unpriced} calls of unknown price)" if cost is None else f"{cost:.4f}")
+    if summary.get("settings_hash"):
+        table.add_row("settings hash", summary["settings_hash"])
+    return table

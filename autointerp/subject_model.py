@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from autointerp.dtypes import parse_dtype
 from autointerp.errors import InputError, expected
 
 BUILTIN_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf"}
@@ -39,18 +40,6 @@ def default_device() -> str:
 def default_dtype(device: str) -> torch.dtype:
     """bf16 on a GPU (fast, what SAEs are usually run at), fp32 on CPU (bf16 matmuls are slow there)."""
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
-def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    if name is None or isinstance(name, torch.dtype):
-        return name
-    key = name.removeprefix("torch.")
-    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
-    key = aliases.get(key, key)
-    dtype = getattr(torch, key, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InputError(expected("dtype", repr(name), "one of float32, float16, bfloat16"))
-    return dtype
 
 
 def resolve_builtin(name: str) -> str | None:
@@ -192,7 +181,10 @@ def load_subject_model(
 ):
     """A `HookedTransformer` in eval mode on `device` (default: cuda if present) at `dtype`."""
     device = device or default_device()
-    torch_dtype = parse_dtype(dtype) or default_dtype(device)
+    try:
+        torch_dtype = default_dtype(device) if dtype is None else parse_dtype(dtype)
+    except ValueError as err:
+        raise InputError(expected("Model dtype", repr(dtype), str(err))) from None
     builtin = resolve_builtin(name)
     if builtin == "smollm2-135m":
         return load_builtin_smollm2(device, torch_dtype)
@@ -213,23 +205,3 @@ def load_subject_model(
             f"{', '.join(BUILTIN_MODELS)}."
         ) from err
     return model.eval()
-
-
-def hook_width(model, hook_name: str) -> int:
-    """The last dimension of the activation at `hook_name`, checking the hook exists."""
-    if hook_name not in model.hook_dict:
-        near = [h for h in model.hook_dict if h.split(".")[-1] == hook_name.split(".")[-1]][:3]
-        raise InputError(
-            expected(
-                f"Hook {hook_name!r}",
-                f"no such hook in model {model.cfg.model_name!r} ({model.cfg.n_layers} layers)",
-                "a TransformerLens hook name such as " + (", ".join(near) or "blocks.6.hook_resid_post"),
-            )
-        )
-    suffix = hook_name.split(".")[-1]
-    cfg = model.cfg
-    if suffix in {"hook_z", "hook_q", "hook_k", "hook_v", "hook_result"}:
-        return cfg.d_head * cfg.n_heads if suffix in {"hook_z", "hook_q"} else cfg.d_head
-    if suffix in {"hook_pre", "hook_post", "hook_pre_linear"}:
-        return cfg.d_mlp
-    return cfg.d_model

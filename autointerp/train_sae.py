@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from autointerp.corpus import CorpusSpec, special_token_ids, tokenise_corpus
-from autointerp.sae import SAEConfig, SparseAutoencoder
+from autointerp.hooks import hook_stop_layer
+from autointerp.sae import SAEConfig, SparseAutoencoder, save_sae
 from autointerp.subject_model import default_device, load_subject_model
 
 
@@ -53,13 +54,13 @@ def topk_encode(x_ND, W_enc_DS, b_enc_S, b_dec_D, k: int):
 
 
 @torch.no_grad()
-def collect_activations(model, tokens_BL, hook_name: str, layer: int, skip_ids: list[int], batch: int = 16):
+def collect_activations(model, tokens_BL, hook_name: str, skip_ids: list[int], batch: int = 16):
     """Hook activations of every non-special token, [n_tokens, d_model] on the CPU."""
     out = []
     skip = torch.tensor(skip_ids, device=tokens_BL.device)
     for start in range(0, len(tokens_BL), batch):
         toks = tokens_BL[start : start + batch].to(model.cfg.device)
-        _, cache = model.run_with_cache(toks, names_filter=hook_name, stop_at_layer=layer + 1)
+        _, cache = model.run_with_cache(toks, names_filter=hook_name, stop_at_layer=hook_stop_layer(hook_name))
         keep = ~torch.isin(toks, skip.to(toks.device))
         out.append(cache[hook_name][keep].float().cpu())
     return torch.cat(out)
@@ -117,9 +118,8 @@ def train(cfg: TrainConfig, acts_ND: torch.Tensor, device: str) -> dict[str, tor
 @torch.no_grad()
 def evaluate(model, sae: SparseAutoencoder, tokens_BL, hook_name: str, skip_ids: list[int]) -> dict[str, float]:
     """L0, fraction of variance explained, CE loss recovered when spliced in, dead fraction."""
-    layer = int(hook_name.split(".")[1])
     skip = torch.tensor(skip_ids)
-    acts = collect_activations(model, tokens_BL, hook_name, layer, skip_ids)
+    acts = collect_activations(model, tokens_BL, hook_name, skip_ids)
     feats = sae.encode(acts)
     recon = sae.decode(feats)
     fve = 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
@@ -168,14 +168,13 @@ def build_demo_sae(cfg: TrainConfig, out: Path, device: str | None = None) -> di
     device = device or default_device()
     torch.manual_seed(cfg.seed)
     model = load_subject_model(cfg.model, device=device, dtype=torch.float32)
-    layer = int(cfg.hook_name.split(".")[1])
     n_contexts = cfg.n_train_tokens // (cfg.context_size - 1) + 1 + cfg.n_eval_contexts
     tokens = tokenise_corpus(CorpusSpec(source=cfg.corpus), model.tokenizer, cfg.context_size, max_tokens=None)
     order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(cfg.seed))[:n_contexts]
     eval_tokens, train_tokens = tokens[order[: cfg.n_eval_contexts]], tokens[order[cfg.n_eval_contexts :]]
     skip_ids = special_token_ids(model.tokenizer)
     started = time.time()
-    acts = collect_activations(model, train_tokens, cfg.hook_name, layer, skip_ids)[: cfg.n_train_tokens]
+    acts = collect_activations(model, train_tokens, cfg.hook_name, skip_ids)[: cfg.n_train_tokens]
     print(f"collected {len(acts)} activations in {time.time() - started:.0f}s", flush=True)
     weights = train(cfg, acts, device)
     sae_cfg = SAEConfig(
@@ -199,7 +198,7 @@ def build_demo_sae(cfg: TrainConfig, out: Path, device: str | None = None) -> di
     report["device"] = device
     sae.log10_density = log10_density(sae, acts)
     report["dead_fraction_train_tokens"] = (sae.log10_density <= -10).float().mean().item()
-    sae.to(dtype=cfg.save_dtype).save(out)
+    save_sae(sae.to(dtype=cfg.save_dtype), out)
     (out / "training_report.json").write_text(json.dumps({"config": cfg.model_dump(), "quality": report}, indent=1))
     return report
 

@@ -65,8 +65,9 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from autointerp.config import SamplerConfig  # noqa: E402
+from autointerp.hooks import hook_stop_layer  # noqa: E402
 from autointerp.sae import SAEConfig, SparseAutoencoder  # noqa: E402
-from autointerp.sampler import hook_activations, hook_stop_layer, sample_features  # noqa: E402
+from autointerp.sampler import hook_activations, sample_features  # noqa: E402
 
 CONFIGS = ("builtin", "gpt2", "1b")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from autointerp.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
+from autointerp.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, save_sae
 
 
 def random_weights(architecture: str, d_in: int, d_sae: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -61,4 +61,4 @@ def write_sae(
     """Save `make_sae(architecture, **make_sae_kwargs)` under directory/"sae" (SAELens layout)."""
     sae = make_sae(architecture, **make_sae_kwargs)
     sae.log10_density = log10_density
-    return sae.save(Path(directory) / "sae")
+    return save_sae(sae, Path(directory) / "sae")

@@ -19,10 +19,22 @@ random with `failure_rate` and `seed`:
     "malformed"               200 with a body that is not JSON
     "truncated"               200 whose body stops halfway (Content-Length promises more)
 
-Usage is made up but consistent: a token is ~4 characters. The server pretends to cache prompts the way
-each provider does: Anthropic caches everything up to the last `cache_control` breakpoint once a request
-with the same cached segment has been seen; OpenAI caches the longest run of leading messages (all but the
-last) that an earlier request also started with.
+Usage is made up but consistent: a token is ~4 characters (`fake_tokens`, the server's counter). The
+server caches prompts the way each provider does, and only from a per-model minimum length on
+(`cache_minimums`: model-name prefix -> tokens, e.g. from autointerp's model table; `default_cache_minimum`
+for other models): Anthropic reads the longest `cache_control` breakpoint prefix an earlier request wrote
+and writes the rest up to the last breakpoint that clears the minimum (usage `cache_read_input_tokens` /
+`cache_creation_input_tokens`); OpenAI caches the longest run of leading messages (all but the last) that
+an earlier request also started with, if it clears the minimum, counted in 128-token steps past a nonzero
+minimum (usage
+`prompt_tokens_details.cached_tokens`).
+
+vLLM's `prompt_logprobs` (an int k in the chat request) is answered with a top-level `prompt_logprobs`:
+None for the first prompt token, then {token id: {"logprob", "rank", "decoded_token"}} per pseudo-token
+of the flattened prompt (the token itself at rank 1, then k-1 made-up alternatives), and
+`prompt_token_ids` when the request says `return_token_ids`.
+
+Batch endpoints (Anthropic Message Batches, OpenAI Files + Batch) with their own faults: tests/loopback_batch.py.
 
 Test-only code: stdlib only, one background thread per connection.
 """
@@ -40,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+
+from loopback_batch import BatchEndpoints
 
 Responder = Callable[[str, dict], "str | dict"]
 
@@ -67,15 +81,21 @@ def split_tokens(text: str) -> list[str]:
 
 
 @dataclass
-class LoopbackServer:
+class LoopbackServer(BatchEndpoints):
     responder: Responder | None = None
     faults: deque[str] = field(default_factory=deque)
     failure_rate: float = 0.0
     seed: int = 0
     latency_s: float = 0.0  # added to every answered request, to make concurrency measurable
     model: str | None = None  # model name reported back; default: the requested one
+    cache_minimums: dict[str, int] = field(default_factory=dict)  # model-name prefix -> min cacheable tokens
+    default_cache_minimum: int = 0
+    openai_cache_step: int = 128  # OpenAI counts cached tokens in steps of 128 past the minimum
+    batch_faults: deque[str] = field(default_factory=deque)  # one per batch created (tests/loopback_batch.py)
 
     def __post_init__(self) -> None:
+        self._batch_init()
+        self._token_ids: dict[str, int] = {}
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -151,6 +171,10 @@ class LoopbackServer:
         reply = self.responder(kind, body) if self.responder else "ok"
         return {"text": reply} if isinstance(reply, str) else reply
 
+    def cache_minimum(self, model: str) -> int:
+        best = max((name for name in self.cache_minimums if model.startswith(name)), key=len, default=None)
+        return self.cache_minimums[best] if best is not None else self.default_cache_minimum
+
     def _cached_anthropic(self, body: dict) -> tuple[int, int, int]:
         """(uncached input, cache read, cache write) tokens of an Anthropic request."""
         system = body.get("system") or []
@@ -164,17 +188,23 @@ class LoopbackServer:
             else:
                 for block in content:
                     pieces.append((message["role"] + ":" + block.get("text", ""), "cache_control" in block))
-        breakpoints = [i for i, (_, marked) in enumerate(pieces) if marked]
         total = sum(fake_tokens(text) for text, _ in pieces)
-        if not breakpoints:
+        minimum = self.cache_minimum(body.get("model", ""))
+        cumulative, sizes = 0, []
+        for text, _ in pieces:
+            cumulative += fake_tokens(text)
+            sizes.append(cumulative)
+        # Breakpoints whose prefix clears the minimum; shorter ones are silently not cached.
+        usable = [i for i, (_, marked) in enumerate(pieces) if marked and sizes[i] >= minimum]
+        if not usable:
             return total, 0, 0
-        segment = pieces[: breakpoints[-1] + 1]
-        cached = sum(fake_tokens(text) for text, _ in segment)
-        key = hashlib.sha256(json.dumps(segment).encode()).hexdigest()
+        keys = {i: hashlib.sha256(json.dumps(pieces[: i + 1]).encode()).hexdigest() for i in usable}
         with self._lock:
-            hit = key in self._seen_anthropic
-            self._seen_anthropic.add(key)
-        return (total - cached, cached, 0) if hit else (total - cached, 0, cached)
+            hits = [i for i in usable if keys[i] in self._seen_anthropic]
+            self._seen_anthropic.update(keys.values())
+        read = sizes[max(hits)] if hits else 0
+        write = sizes[usable[-1]] - read
+        return total - read - write, read, write
 
     def _cached_openai(self, body: dict) -> tuple[int, int]:
         """(prompt tokens including cached, cached tokens) of an OpenAI request."""
@@ -187,7 +217,37 @@ class LoopbackServer:
                 if keys[k] in self._seen_openai:
                     hit = k + 1
             self._seen_openai.update(keys[:-1])
-        return sum(fake_tokens(t) for t in texts), sum(fake_tokens(t) for t in texts[:hit])
+        cached = sum(fake_tokens(t) for t in texts[:hit])
+        minimum = self.cache_minimum(body.get("model", ""))
+        if cached < max(minimum, 1):
+            cached = 0
+        elif minimum and self.openai_cache_step:
+            cached = minimum + (cached - minimum) // self.openai_cache_step * self.openai_cache_step
+        return sum(fake_tokens(t) for t in texts), cached
+
+    def _token_id(self, token: str) -> int:
+        with self._lock:
+            return self._token_ids.setdefault(token, len(self._token_ids) + 1000)
+
+    def _prompt_logprobs(self, body: dict, answer: dict) -> tuple[list, list[int]]:
+        """vLLM-shaped prompt logprobs over the flattened prompt's pseudo-tokens (see the module docstring)."""
+        k = int(body["prompt_logprobs"])
+        text = "".join(m["role"] + ":" + _content_text(m.get("content")) + "\n" for m in body.get("messages", []))
+        tokens = split_tokens(text)
+        ids = [self._token_id(t) for t in tokens]
+        scripted = answer.get("prompt_logprobs")
+        out: list = [None]
+        for i, token in enumerate(tokens[1:], start=1):
+            if scripted is not None:
+                entry = scripted[i] if i < len(scripted) else None
+                out.append(entry)
+                continue
+            alts = {str(ids[i]): {"logprob": -0.01, "rank": 1, "decoded_token": token}}
+            for r in range(2, k + 1):
+                alt = f"<alt{r}>"
+                alts[str(self._token_id(alt))] = {"logprob": -4.0 - r, "rank": r, "decoded_token": alt}
+            out.append(alts)
+        return out, ids
 
     def build_response(self, kind: str, body: dict) -> dict:
         answer = self._answer(kind, body)
@@ -248,7 +308,13 @@ class LoopbackServer:
                 ],
                 "refusal": None,
             }
+        extra: dict[str, Any] = {}
+        if body.get("prompt_logprobs"):
+            extra["prompt_logprobs"], ids = self._prompt_logprobs(body, answer)
+            if body.get("return_token_ids"):
+                extra["prompt_token_ids"] = ids
         return {
+            **extra,
             "id": "chatcmpl-loopback",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -310,9 +376,38 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def do_GET(self) -> None:
+        self._batch_route("GET", b"")
+
+    def _batch_route(self, method: str, raw: bytes) -> bool:
+        """Serve a batch or file route (tests/loopback_batch.py); False if the path is not one."""
+        server = self.loopback
+        path = self.path.split("?")[0]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            answer = server.route_batch(method, path, headers, raw)
+        except Exception as exc:  # noqa: BLE001 - a malformed batch request is a test bug: answer 400, say why
+            answer = 400, {"error": {"type": "invalid_request_error", "message": repr(exc)}}
+        if answer is None:
+            if method == "GET":
+                self._send_json(404, _error_body("openai", 404))
+                return True
+            return False
+        with server._lock:
+            kind = "anthropic-batch" if path.startswith("/v1/messages/batches") else "openai-batch"
+            server.requests.append(RecordedRequest(kind, path, headers, None, "ok", time.monotonic()))
+        status, payload = answer
+        if isinstance(payload, bytes):
+            self._send_raw(status, payload, {"content-type": "application/octet-stream"})
+        else:
+            self._send_json(status, payload)
+        return True
+
     def do_POST(self) -> None:
         server = self.loopback
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path.split("?")[0] not in ("/v1/messages", "/v1/chat/completions") and self._batch_route("POST", raw):
+            return
         try:
             body: Any = json.loads(raw)
         except ValueError:
@@ -387,10 +482,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_raw(status, json.dumps(body).encode(), headers)
 
     def _send_raw(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        headers = dict(headers or {})
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", headers.pop("content-type", "application/json"))
         self.send_header("content-length", str(len(payload)))
-        for key, value in (headers or {}).items():
+        for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
@@ -404,6 +500,9 @@ def start_loopback(
     seed: int = 0,
     latency_s: float = 0.0,
     model: str | None = None,
+    cache_minimums: dict[str, int] | None = None,
+    default_cache_minimum: int = 0,
+    batch_faults: list[str] | None = None,
 ) -> LoopbackServer:
     """Start a loopback LLM server on a free port of 127.0.0.1; call `.stop()` when done."""
     server = LoopbackServer(
@@ -413,5 +512,8 @@ def start_loopback(
         seed=seed,
         latency_s=latency_s,
         model=model,
+        cache_minimums=dict(cache_minimums or {}),
+        default_cache_minimum=default_cache_minimum,
+        batch_faults=deque(batch_faults or []),
     )
     return server.start()

@@ -86,3 +86,101 @@ def test_shipped_demo_job_parses_and_flags_override_it():
     cfg = build_config(parser().parse_args(["run", "--job", str(job), "--n-features", "7", "--quantise", "ceil"]))
     assert cfg.sae == "demo" and cfg.llm.explainer == "local" and cfg.sampler.n_tokens == 60000
     assert cfg.selection.n_features == 7 and cfg.scoring.quantise_rule == "ceil"
+
+
+def test_every_run_flag_is_a_documented_run_config_field_and_shows_its_description(capsys):
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    from autointerp.cli import RUN_FLAGS, field_description
+    from autointerp.config import RunConfig
+
+    for flag, (dotted, kind) in RUN_FLAGS.items():
+        model: type[BaseModel] = RunConfig
+        *parents, last = dotted.split(".")
+        for name in parents:
+            model = model.model_fields[name].annotation
+        assert last in model.model_fields, f"{flag} -> {dotted}: no such RunConfig field"
+        field = model.model_fields[last]
+        assert field.description and field_description(dotted) == field.description, flag
+        # the flag's type is one the field takes (a Literal field: every allowed value has that type)
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        options = typing.get_args(field.annotation) if union else (field.annotation,)
+        assert any(
+            option is kind
+            or (
+                typing.get_origin(option) is typing.Literal
+                and all(isinstance(v, kind) for v in typing.get_args(option))
+            )
+            for option in options
+        ), f"{flag} takes {kind.__name__}; {dotted} is {field.annotation}"
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps help lines
+    for flag, (dotted, _) in RUN_FLAGS.items():
+        description = " ".join(field_description(dotted).split())
+        assert f"{flag} " in shown and description in shown, flag
+        assert f"{flag} {flag.lstrip('-').replace('-', '_').upper()} {description}" in shown or (
+            f"{flag} {description}" in shown  # a switch takes no value
+        ), flag
+
+
+def test_table_needs_neither_torch_nor_the_run_config():
+    """Commands that only read a run directory start fast: building the parser imports nothing heavy."""
+    import subprocess
+    import sys
+
+    code = "import sys; from autointerp.cli import parser; parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# Modules that may talk to the terminal: the command line, its reporter, and the maintainers' script that
+# trains the demo SAE (`python -m autointerp.train_sae`, a face of its own that no other module imports).
+TERMINAL_MODULES = {"cli.py", "terminal.py", "train_sae.py"}
+
+
+def terminal_uses(source: str) -> list[str]:
+    """What in `source` writes to the terminal: print(), sys.stdout/stderr, progress-bar libraries, a rich
+    Console not given a file to write to."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append(f"print() at line {node.lineno}")
+        elif isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr") and ast.unparse(node.value) == "sys":
+            found.append(f"sys.{node.attr} at line {node.lineno}")
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found += [f"import {n} at line {node.lineno}" for n in names if n.startswith(("rich.progress", "tqdm"))]
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("Console"):
+            if not any(k.arg == "file" for k in node.keywords):
+                found.append(f"Console() at line {node.lineno}")
+    return sorted(found, key=lambda use: int(use.rsplit(" ", 1)[1]))
+
+
+def test_only_the_command_line_talks_to_the_terminal():
+    from pathlib import Path
+
+    import autointerp
+
+    root = Path(autointerp.__file__).parent
+    offenders = {
+        str(path.relative_to(root)): uses
+        for path in sorted(root.rglob("*.py"))
+        if path.name not in TERMINAL_MODULES and (uses := terminal_uses(path.read_text(encoding="utf-8")))
+    }
+    assert not offenders, f"library code writing to the terminal (report through autointerp.reporting): {offenders}"
+    # the checker sees what it is meant to see
+    assert terminal_uses("import sys\nprint(1)\nsys.stderr.write('x')\nfrom rich.progress import Progress\n") == [
+        "print() at line 2",
+        "sys.stderr at line 3",
+        "import rich.progress at line 4",
+    ]
+    assert terminal_uses("from rich.console import Console\nConsole().print(1)\nConsole(file=b)") == [
+        "Console() at line 2"
+    ]

@@ -20,6 +20,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, 
 from autointerp.baseline import baseline_explanation
 from autointerp.config import RunConfig
 from autointerp.errors import InputError
+from autointerp.interpret import score_simulation
 from autointerp.llm import LLMRequest, LLMResponse, TokenLogprob, make_backend
 from autointerp.llm.base import BackendOptions, LLMBackend
 from autointerp.records import FeatureSample, Usage, Window
@@ -47,7 +48,7 @@ from autointerp.scorers.detection_prompt import (
     parse_answers,
     yes_probability,
 )
-from autointerp.scoring import detection_scores, score_feature
+from autointerp.scoring import detection_scores
 from autointerp.simulate import simulate_feature
 
 CFG = RunConfig(sae="demo")
@@ -449,13 +450,8 @@ def test_simulation_scorer_gives_what_simulate_and_score_give() -> None:
     result = run(make_scorer("simulation", backend, CFG).score(ScoringItem(sample=sample, explanation=text)))
     windows = sample.split("score")
     simulation, _ = run(simulate_feature(backend, text, windows, sample.feature, "llm", CFG))
-    direct = score_feature(
-        [w.activations for w in windows],
-        simulation.predictions,
-        [w.group for w in windows],
-        [w.interval for w in windows],
-        sample.stats.max_activation,
-    )
+    direct = score_simulation(sample, simulation, CFG)  # the run's own scoring: threshold per mode, null
+    assert direct.n_permutations == CFG.scoring.n_permutations > 0
     assert isinstance(result, SimulationResult) and result.simulation == simulation and result.scores == direct
     assert result.columns()["correlation"] == direct.correlation and result.columns()["scorer"] == "simulation"
 

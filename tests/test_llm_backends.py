@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -300,13 +301,16 @@ def test_cached_tokens_are_recorded(kind: str, loopback: LoopbackServer) -> None
 def test_anthropic_marks_the_end_of_the_prefix_for_caching(loopback: LoopbackServer) -> None:
     run(backend_for("anthropic", loopback).complete(request()))
     body = loopback.requests[0].body
-    assert body["system"] == [{"type": "text", "text": "You explain features of a sparse autoencoder."}]
+    assert body["system"] == [
+        {"type": "text", "text": "You explain features of a sparse autoencoder.", "cache_control": {"type": "ephemeral"}}
+    ]
     prefix_last = body["messages"][1]
     assert prefix_last["role"] == "assistant"
     assert prefix_last["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in json.dumps(body["messages"][2:])
-    assert json.dumps(body).count("cache_control") == 1
+    assert json.dumps(body).count("cache_control") == 2  # system prompt, end of the few-shot turns
     assert body["temperature"] == 0.0
+    assert "thinking" not in body  # Haiku 4.5 thinks only when asked
 
 
 def test_anthropic_without_prefix_marks_the_system_prompt(loopback: LoopbackServer) -> None:
@@ -374,13 +378,41 @@ def test_newer_claude_gets_no_temperature_and_refuses_prefill(loopback: Loopback
     assert loopback.count == 1  # never sent
 
 
-def test_openai_reasoning_models_get_no_temperature_or_logprobs(loopback: LoopbackServer) -> None:
-    backend = backend_for("openai", loopback, model="gpt-5.4-mini")
+def test_openai_reasoning_model_without_logprobs_gets_neither_temperature_nor_logprobs(
+    loopback: LoopbackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="autointerp.llm"):
+        backend = backend_for("openai", loopback, model="gpt-5-mini")  # a table model behind a proxy
     assert backend.supports_logprobs is False
+    assert "sampled mode" in caplog.text  # the simulator's fallback is said out loud
     run(backend.complete(request(logprobs=True)))
     body = loopback.requests[0].body
     assert "temperature" not in body and "logprobs" not in body
+    assert body["reasoning_effort"] == "minimal"
     assert body["max_tokens"] == 512  # not api.openai.com: the classic field name
+
+
+def test_openai_model_with_logprobs_at_a_reasoning_setting_gets_that_setting(loopback: LoopbackServer) -> None:
+    backend = backend_for("openai", loopback, model="gpt-5.4-mini")
+    assert backend.supports_logprobs is True
+    run(backend.complete(request(logprobs=True, top_logprobs=15)))
+    body = loopback.requests[0].body
+    assert body["reasoning_effort"] == "none" and body["logprobs"] is True and body["top_logprobs"] == 15
+    assert body["temperature"] == 0.0
+
+
+def test_unknown_official_reasoning_model_falls_back_to_the_name_rule() -> None:
+    backend = make_backend("openai:o9-preview", api_key=OPENAI_KEY)
+    assert not backend.info.known and backend.supports_logprobs is False
+    assert "temperature" not in backend.build_params(request())
+
+
+def test_self_hosted_model_takes_logprobs_and_caches_any_prefix(loopback: LoopbackServer) -> None:
+    backend = backend_for("openai", loopback, model="Qwen/Qwen3-8B")
+    assert backend.supports_logprobs and backend.supports_prompt_logprobs and backend.min_cache_tokens == 0
+    params = backend.build_params(request(logprobs=True, top_logprobs=5, prompt_logprobs=5))
+    assert params["top_logprobs"] == 5 and params["temperature"] == 0.0
+    assert params["extra_body"] == {"prompt_logprobs": 5, "return_token_ids": True}
 
 
 def test_official_openai_host_gets_max_completion_tokens_and_no_prefill() -> None:
@@ -434,7 +466,9 @@ def test_local_server_needs_no_key(loopback: LoopbackServer) -> None:
     backend = make_backend(f"openai:my-model@{loopback.openai_url}", retry_initial_wait_s=0.01)
     run(backend.complete(request()))
     assert loopback.requests[0].headers["authorization"] == "Bearer not-needed"
-    assert not backend.price_known and backend.cost(Usage(input_tokens=10**6)) == 0.0
+    # no price known: the cost is unknown, never $0
+    assert not backend.price_known and backend.cost(Usage(input_tokens=10**6)) is None
+    assert backend.total_cost_usd is None and backend.n_calls == 1
 
 
 # --------------------------------------------------------------------------------------- specs

@@ -2,40 +2,159 @@
 
 import numpy as np
 import pytest
-from test_store import RUN, call, make_explanation, make_sample, new_store, score_all
+from test_store import RUN, call, make_explanation, make_predictions, make_sample, new_store, scoring_windows
 
+from autointerp.config import RunConfig, ScoringConfig
 from autointerp.errors import StoreError
+from autointerp.records import FeatureSample, Simulation
 from autointerp.run_summary import run_summary
-from autointerp.scoring import summarise
+from autointerp.scoring import FeatureScores, score_feature, summarise
+from autointerp.store import RunStore
+
+STAT_KEYS = list(summarise([]))
+PREFIXES = [
+    "correlation", "baseline_correlation", "lift", "other_correlation", "lift_other",
+    "auroc", "baseline_auroc", "auroc_lift", "other_auroc", "auroc_lift_other",
+    "null_correlation", "null_std", "null_z",
+    "balanced_accuracy", "abs_dev_explained", "ece", "binarity",
+]  # fmt: skip
 
 
-def test_run_summary(tmp_path):
-    samples = [make_sample(f) for f in range(4)]
+def scores_of(sample: FeatureSample, predictions: list[list[float]]) -> FeatureScores:
+    windows = scoring_windows(sample)
+    return score_feature(
+        [w.activations for w in windows],
+        predictions,
+        [w.group for w in windows],
+        [w.interval for w in windows],
+        sample.stats.max_activation,
+        n_permutations=200,
+        seed=0,
+        feature=sample.feature,
+    )
+
+
+def constant(sample: FeatureSample) -> list[list[float]]:
+    return [[0.0] * len(w.activations) for w in scoring_windows(sample)]
+
+
+def save(store: RunStore, sample: FeatureSample, predictions: dict[str, list[list[float]]]) -> dict[str, FeatureScores]:
+    scores = {source: scores_of(sample, p) for source, p in predictions.items()}
+    sims = [
+        Simulation(feature=sample.feature, explanation_source=s, backend="b", mode="sampled", predictions=p)
+        for s, p in predictions.items()
+    ]
+    store.save_scored(RUN, sample.feature, sims, scores, calls=[call(0.02)])
+    return scores
+
+
+def test_run_summary_counts_undefined_correlations_as_zero_and_reports_every_control(tmp_path):
+    samples = [make_sample(f) for f in range(6)]
     with new_store(tmp_path) as store:
         store.save_samples(RUN, samples)
-        for s in samples[:3]:
+        for s in samples[:5]:
             store.save_explanation(RUN, make_explanation(s.feature), calls=[call(0.01)])
-        scores = [score_all(store, s, noise=0.5 + s.feature) for s in samples[:3]]
-        store.record_failure(RUN, 3, "explain", "HTTP 529 overloaded", calls=[call(0.005, ok=False, error="529")])
+        scored = [
+            save(store, samples[0], {"llm": make_predictions(samples[0], 0.5, seed=0),
+                                     "baseline": make_predictions(samples[0], 3.0, seed=1),
+                                     "other:1": constant(samples[0])}),
+            save(store, samples[1], {"llm": constant(samples[1]),  # a constant prediction explains nothing
+                                     "baseline": make_predictions(samples[1], 2.0, seed=2),
+                                     "other:2": make_predictions(samples[1], 5.0, seed=3)}),
+            save(store, samples[2], {"llm": make_predictions(samples[2], 1.0, seed=4),
+                                     "baseline": make_predictions(samples[2], 4.0, seed=5)}),
+            save(store, samples[3], {"llm": make_predictions(samples[3], 2.0, seed=6)}),
+        ]  # fmt: skip
+        store.record_failure(RUN, 4, "explain", "HTTP 529 overloaded", calls=[call(0.005, ok=False, error="529")])
         summary = run_summary(store, RUN)
-    correlations = [s["llm"].correlation for s in scores]
-    fixed = ["run_id", "name", "status", "training_run", "step", "sae_fingerprint", "sampled", "scored", "failed"]
-    means = [f"{m}_mean" for m in ("lift", "lift_other", "auroc", "ece", "binarity")]
-    usage = ["llm_calls", "cost_usd", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
-    assert list(summary) == [*fixed, *(f"correlation_{k}" for k in summarise([])), *means, *usage]
-    assert [summary[k] for k in fixed] == [RUN, "demo-run", "sampling", None, None, "sae-fp", 4, 3, 1]
-    assert summary["correlation_n"] == 3
-    assert summary["correlation_mean"] == pytest.approx(np.mean(correlations))
-    assert summary["correlation_median"] == pytest.approx(np.median(correlations))
+
+    fixed = ["run_id", "name", "status", "training_run", "step", "sae_fingerprint", "settings_hash"]
+    counts = ["sampled", "scored", "failed"]
+    usage = ["llm_calls", "cost_usd", "unpriced_calls", "input_tokens", "cached_input_tokens"]
+    for key in [*fixed, *counts, *usage, "null_p05_share", "null_p05_n", "null_n_permutations"]:
+        assert key in summary, key
+    for prefix in PREFIXES:
+        assert all(f"{prefix}_{k}" in summary for k in STAT_KEYS), prefix
+    assert [summary[k] for k in fixed] == [RUN, "demo-run", "sampling", None, None, "sae-fp", None]
+    assert [summary[k] for k in counts] == [6, 4, 1]
+
+    def values(source: str, metric: str) -> list[float | None]:
+        return [s[source].model_dump()[metric] if source in s else None for s in scored if source in s]
+
+    llm = [s["llm"] for s in scored]
+    assert llm[1].correlation is None and llm[1].undefined["correlation"] == "constant prediction"
+    correlation = [c or 0.0 for c in values("llm", "correlation")]
+    assert summary["correlation_mean"] == pytest.approx(np.mean(correlation))  # not the mean of the 3 defined
+    assert (summary["correlation_n"], summary["correlation_n_defined"], summary["correlation_n_undefined_as_zero"]) == (
+        4,
+        3,
+        1,
+    )
+    assert summary["correlation_ci_lo"] <= summary["correlation_mean"] <= summary["correlation_ci_hi"]
+    assert summary["correlation_ci_lo"] < summary["correlation_ci_hi"]
+
+    # controls: their own score over the features that had them, and the lift over them (undefined as 0)
+    with_baseline = scored[:3]
+    assert summary["baseline_correlation_n"] == 3
+    assert summary["baseline_correlation_mean"] == pytest.approx(
+        np.mean([s["baseline"].correlation for s in with_baseline])
+    )
     assert summary["lift_mean"] == pytest.approx(
-        np.mean([s["llm"].correlation - s["baseline"].correlation for s in scores])
+        np.mean([(s["llm"].correlation or 0.0) - s["baseline"].correlation for s in with_baseline])
     )
+    assert summary["lift_n"] == 3 and summary["lift_n_undefined_as_zero"] == 1
+    others = [(s["llm"], next(v for k, v in s.items() if k.startswith("other:"))) for s in scored[:2]]
+    assert others[0][1].correlation is None  # the 'other' control can be undefined too: it counts as 0
+    assert summary["other_correlation_n"] == 2 and summary["other_correlation_n_undefined_as_zero"] == 1
     assert summary["lift_other_mean"] == pytest.approx(
-        np.mean([s["llm"].correlation - s[f"other:{f + 1}"].correlation for f, s in enumerate(scores)])
+        np.mean([(a.correlation or 0.0) - (o.correlation or 0.0) for a, o in others])
     )
-    assert summary["auroc_mean"] == pytest.approx(np.mean([s["llm"].auroc for s in scores]))
-    assert summary["cost_usd"] == pytest.approx(3 * 0.01 + 3 * 0.02 + 0.005)
-    assert (summary["llm_calls"], summary["input_tokens"], summary["output_tokens"]) == (7, 700, 140)
+
+    # AUROC: undefined values are left out, not zero; its lifts only over pairs both defined
+    aurocs = [v for v in values("llm", "auroc") if v is not None]
+    assert summary["auroc_mean"] == pytest.approx(np.mean(aurocs)) and summary["auroc_n"] == len(aurocs)
+    assert summary["auroc_lift_mean"] == pytest.approx(
+        np.mean([s["llm"].auroc - s["baseline"].auroc for s in with_baseline])
+    )
+    assert summary["baseline_auroc_mean"] == pytest.approx(np.mean([s["baseline"].auroc for s in with_baseline]))
+
+    # permutation null: mean r (undefined as 0), z over the defined, share of p < 0.05 over all scored
+    assert summary["null_n_permutations"] == 1000  # the run's setting (these rows drew 200)
+    assert summary["null_correlation_mean"] == pytest.approx(np.mean([s.permutation_mean or 0.0 for s in llm]))
+    zs = [s.permutation_z for s in llm if s.permutation_z is not None]
+    assert summary["null_z_mean"] == pytest.approx(np.mean(zs)) and summary["null_z_n"] == len(zs) == 3
+    assert summary["null_p05_n"] == 4
+    assert summary["null_p05_share"] == pytest.approx(
+        sum(s.permutation_p is not None and s.permutation_p < 0.05 for s in llm) / 4
+    )
+
+    for metric in ("ece", "binarity", "balanced_accuracy", "abs_dev_explained"):
+        defined = [v for v in values("llm", metric) if v is not None]
+        assert summary[f"{metric}_mean"] == pytest.approx(np.mean(defined)), metric
+        assert summary[f"{metric}_n_undefined_as_zero"] == 0
+    assert summary["cost_usd"] == pytest.approx(5 * 0.01 + 4 * 0.02 + 0.005)
+    assert (summary["llm_calls"], summary["input_tokens"], summary["output_tokens"]) == (10, 1000, 200)
+
+
+def test_a_run_without_the_null_reports_it_as_not_computed(tmp_path):
+    sample = make_sample(0)
+    with RunStore.open(tmp_path, create=True) as store:
+        config = RunConfig(sae="demo", scoring=ScoringConfig(n_permutations=0))
+        store.create_run(RUN, "no-null", config, "sae-fp", "corpus-fp", {})
+        store.save_samples(RUN, [sample])
+        save(store, sample, {"llm": make_predictions(sample, 0.5)})
+        summary = run_summary(store, RUN)
+    assert summary["null_p05_share"] is None and summary["null_p05_n"] == 0
+    assert summary["null_correlation_n"] == 0 and summary["null_correlation_mean"] is None
+    assert summary["correlation_n"] == 1
+
+
+def test_unknown_prices_make_the_cost_unknown_not_zero(tmp_path):
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, [make_sample(0)])
+        store.save_explanation(RUN, make_explanation(0), calls=[call(0.01), call(None)])
+        summary = run_summary(store, RUN)
+    assert summary["cost_usd"] is None and summary["unpriced_calls"] == 1
 
 
 def test_run_summary_of_an_empty_run_and_of_no_run(tmp_path):
@@ -44,4 +163,5 @@ def test_run_summary_of_an_empty_run_and_of_no_run(tmp_path):
         with pytest.raises(StoreError, match="no run 'nope'"):
             run_summary(store, "nope")
     assert (summary["sampled"], summary["scored"], summary["failed"], summary["llm_calls"]) == (0, 0, 0, 0)
-    assert summary["cost_usd"] == 0.0 and summary["lift_mean"] is None
+    assert summary["cost_usd"] == 0.0 and summary["lift_mean"] is None and summary["lift_n"] == 0
+    assert summary["correlation_n"] == 0 and summary["null_p05_share"] is None

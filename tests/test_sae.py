@@ -9,7 +9,7 @@ from helpers_sae import make_sae, random_weights, write_sae
 from safetensors.torch import load_file, save_file
 
 from autointerp.errors import InputError
-from autointerp.sae import SAEConfig, SparseAutoencoder, load_sae
+from autointerp.sae import SAEConfig, SparseAutoencoder, load_sae, sae_fingerprint, save_sae
 
 D_IN, D_SAE = 16, 64
 ARCHS = ["standard", "jumprelu", "gated", "topk"]
@@ -113,7 +113,7 @@ def test_edge_cases_match_saelens(tmp_path: Path, architecture: str) -> None:
 @pytest.mark.parametrize("architecture", ARCHS)
 def test_saelens_loads_what_we_save(sae_lens, tmp_path: Path, architecture: str) -> None:
     sae = make_sae(architecture, model_name="gpt2", normalize_activations="layer_norm")
-    sae.save(tmp_path)
+    save_sae(sae, tmp_path)
     reference = sae_lens.SAE.load_from_disk(tmp_path)
     assert reference.cfg.metadata.hook_name == "blocks.0.hook_resid_post"
     x_ND = inputs()
@@ -280,7 +280,7 @@ def test_sparsity_file_is_read(tmp_path: Path) -> None:
 def test_save_load_round_trip(tmp_path: Path, architecture: str) -> None:
     sae = make_sae(architecture, seed=2, model_name="pythia", context_size=64, model_from_pretrained_kwargs={"a": 1})
     sae.log10_density = torch.linspace(-6, 0, D_SAE)
-    loaded = load_sae(sae.save(tmp_path / "out"))
+    loaded = load_sae(save_sae(sae, tmp_path / "out"))
     assert loaded.cfg.model_dump(exclude={"path"}) == sae.cfg.model_dump(exclude={"path"})
     assert loaded.cfg.path == str(tmp_path / "out")
     assert loaded.weights.keys() == sae.weights.keys()
@@ -291,7 +291,33 @@ def test_save_load_round_trip(tmp_path: Path, architecture: str) -> None:
     assert saved_cfg["metadata"]["hook_name"] == "blocks.0.hook_resid_post"
 
     sae.log10_density = None  # a stale sparsity file must not come back
-    assert load_sae(sae.save(tmp_path / "out")).log10_density is None
+    assert load_sae(save_sae(sae, tmp_path / "out")).log10_density is None
+
+
+def test_fingerprint_names_the_sae_not_where_it_came_from(tmp_path: Path) -> None:
+    sae = make_sae("jumprelu", seed=3, model_name="pythia")
+    first = sae_fingerprint(sae)
+    assert len(first) == 16 and int(first, 16) >= 0
+    loaded = load_sae(save_sae(sae, tmp_path / "a"))
+    assert sae_fingerprint(loaded) == first  # the folder it was loaded from is not part of it
+    assert sae_fingerprint(load_sae(save_sae(sae, tmp_path / "b"))) == first
+    assert sae_fingerprint(make_sae("jumprelu", seed=4, model_name="pythia")) != first  # other weights
+    assert sae_fingerprint(make_sae("jumprelu", seed=3, model_name="gpt2")) != first  # other model
+    bumped = load_sae(tmp_path / "a")
+    bumped.weights["threshold"][0] += 1  # one value changed
+    assert sae_fingerprint(bumped) != first
+
+
+def test_fingerprint_of_an_sae_from_another_library(sae_lens) -> None:
+    lens = sae_lens.SAE.from_dict(sae_lens.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE).to_dict())
+    with torch.no_grad():
+        for parameter in lens.parameters():
+            parameter.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    first = sae_fingerprint(lens)
+    assert sae_fingerprint(lens) == first and len(first) == 16
+    with torch.no_grad():
+        lens.b_enc[0] += 1
+    assert sae_fingerprint(lens) != first
 
 
 def test_dtype_from_cfg_and_to(tmp_path: Path) -> None:

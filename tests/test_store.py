@@ -17,6 +17,7 @@ from autointerp.errors import StoreError
 from autointerp.records import CallRecord, Explanation, FeatureSample, FeatureStats, Simulation, Usage, Window
 from autointerp.run_summary import run_summary
 from autointerp.scoring import FeatureScores, lift, score_feature
+from autointerp.settings_hash import settings_hash
 from autointerp.store import DB_NAME, SCHEMA_VERSION, VIEWS, RunStore
 
 RUN = "run-1"
@@ -96,7 +97,7 @@ def make_explanation(feature: int, text: str = "the letter a", cost: float = 0.0
     )
 
 
-def call(cost: float = 0.01, *, feature: int = 0, ok: bool = True, error: str | None = None) -> CallRecord:
+def call(cost: float | None = 0.01, *, feature: int = 0, ok: bool = True, error: str | None = None) -> CallRecord:
     """One LLM call's record (the store files it under the feature and stage it is saved with)."""
     return CallRecord(
         stage="explain", feature=feature, backend="anthropic", model="claude-test", prompt_hash="p", ok=ok,
@@ -313,13 +314,13 @@ def test_pending_failure_and_resolution(tmp_path):
 
 FEATURE_SCORES_COLUMNS = [
     "run_id", "feature", "density", "max_activation", "n_active", "status", "explanation", "explainer",
-    "correlation", "lift", "lift_other", "spearman", "abs_dev_explained", "auroc", "balanced_accuracy", "ece",
-    "binarity", "error", "cost_usd",
+    "correlation", "correlation_reason", "lift", "lift_other", "permutation_z", "permutation_p", "spearman",
+    "abs_dev_explained", "auroc", "balanced_accuracy", "ece", "binarity", "settings_hash", "error", "cost_usd",
 ]  # fmt: skip
 RUN_COSTS_COLUMNS = [
     "run_id", "name", "status", "training_run", "step", "created_at", "updated_at", "sampled", "pending",
     "scored", "failed", "llm_calls", "failed_calls", "input_tokens", "cached_input_tokens", "cache_write_tokens",
-    "output_tokens", "cost_usd",
+    "output_tokens", "cost_usd", "unpriced_calls",
 ]  # fmt: skip
 
 
@@ -376,9 +377,31 @@ def test_views_give_one_row_per_feature_and_per_run(tmp_path):
     ]  # fmt: skip
     for key in ("llm_calls", "cost_usd", "input_tokens", "cached_input_tokens", "output_tokens", "sampled"):
         assert run[key] == pytest.approx(summary[key]), key
-    assert run["cost_usd"] == pytest.approx(3 * 0.01 + 0.02 + 0.02 + 0.03 + 0.04)
+    assert run["cost_usd"] == pytest.approx(3 * 0.01 + 0.02 + 0.02 + 0.03 + 0.04) and run["unpriced_calls"] == 0
     assert (second["name"], second["training_run"], second["step"]) == ("second", "tr", 5)
     assert [second[k] for k in ("sampled", "scored", "llm_calls", "input_tokens", "cost_usd")] == [0, 0, 0, 0, 0.0]
+
+
+def test_views_keep_the_reason_of_an_undefined_correlation_the_settings_and_unknown_prices(tmp_path):
+    samples = [make_sample(f) for f in range(2)]
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, samples)
+        constant = [[0.0] * 4 for _ in scoring_windows(samples[0])]
+        sim = Simulation(feature=0, explanation_source="llm", backend="b", mode="sampled", predictions=constant)
+        settings = {"sampler": {"seed": 0}, "prompts": {}}
+        store.save_scored(RUN, 0, [sim], {"llm": make_scores(samples[0], constant)}, settings=settings)
+        store.save_scored(
+            RUN, 1, [], {"llm": make_scores(samples[1], make_predictions(samples[1], 0.5))}, calls=[call(None)]
+        )
+        path = store.path
+    _, rows = view(path, "feature_scores")
+    constant_row, unpriced_row = rows
+    assert constant_row["correlation"] is None and constant_row["correlation_reason"] == "constant prediction"
+    assert constant_row["settings_hash"] == settings_hash(settings) and unpriced_row["settings_hash"] is None
+    assert unpriced_row["correlation_reason"] is None and unpriced_row["cost_usd"] is None  # unknown, not $0
+    assert constant_row["cost_usd"] == 0.0  # no call at all costs nothing
+    _, (run,) = view(path, "run_costs")
+    assert run["cost_usd"] is None and run["unpriced_calls"] == 1 and run["llm_calls"] == 1
 
 
 def test_pandas_reads_the_views(tmp_path):
@@ -416,6 +439,99 @@ def test_a_file_without_views_reads_and_gets_them_when_opened_for_writing(tmp_pa
     assert view(path, "run_costs")[0] == RUN_COSTS_COLUMNS
     RunStore.open(tmp_path, create=True).close()
     assert schema()[0] == version  # views already current are left alone
+
+
+# --------------------------------------------------------------------------------------------- schema versions
+
+V1_DUMP = Path(__file__).parent / "data" / "store_v1.sql"
+NEW_SCORE_COLUMNS = [
+    "abs_dev_explained_centred", "n_calibration_tokens", "detection_threshold_rule", "n_permutations",
+    "permutation_mean", "permutation_std", "permutation_z", "permutation_p", "settings_hash",
+]  # fmt: skip
+
+
+def write_v1(run_dir: Path) -> Path:
+    """The run database that autointerp wrote at schema version 1 (tests/data/store_v1.sql, made by running
+    that version's RunStore): features 0-2; 0 scored with both controls, 1 with a constant prediction."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / DB_NAME
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_DUMP.read_text())
+    conn.close()
+    return path
+
+
+def columns_of(path: Path, table: str) -> list[str]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def test_a_version_1_file_is_read_as_it_is_and_upgraded_when_opened_for_writing(tmp_path):
+    path = write_v1(tmp_path)
+    assert SCHEMA_VERSION == 2
+    assert not set(NEW_SCORE_COLUMNS) & set(columns_of(path, "scores"))
+    before = path.read_bytes()
+
+    with RunStore.open(tmp_path, create=False) as store:  # read-only: read as it is, never upgraded
+        rows = store.llm_score_rows("v1-run", ["correlation", "permutation_z", "settings_hash"])
+        read_only_summary = run_summary(store, "v1-run")
+        reports = {r.feature: r for r in store.load_reports("v1-run")}
+        assert store.run_settings("v1-run") == {} and store.settings_hash_counts("v1-run") == {None: 2}
+    assert path.read_bytes() == before
+    assert sorted(r["correlation"] is None for r in rows) == [False, True]  # feature 1: constant prediction
+    assert all(r["permutation_z"] is None and r["settings_hash"] is None for r in rows)
+    assert set(reports[0].controls) == {"baseline", "other"} and reports[2].scores is None
+    old = FeatureScores.model_validate_json(reports[0].scores["json"])  # older JSON loads with defaults
+    assert old.n_permutations == 0 and old.correlation == pytest.approx(reports[0].scores["correlation"])
+    assert read_only_summary["correlation_n"] == 2 and read_only_summary["correlation_n_undefined_as_zero"] == 1
+    assert read_only_summary["null_p05_n"] == 0  # the null was never computed in version 1
+
+    with RunStore.open(tmp_path, create=True) as store:  # for writing: upgraded in place
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert run_summary(store, "v1-run") == read_only_summary  # old rows read the same
+        sample = store.load_samples("v1-run")[2]
+        preds = make_predictions(sample, 0.5)
+        sim = Simulation(feature=2, explanation_source="llm", backend="b", mode="sampled", predictions=preds)
+        store.save_scored("v1-run", 2, [sim], {"llm": make_scores(sample, preds)}, settings={"k": 1})
+        assert store.settings_hash_counts("v1-run") == {None: 2, settings_hash({"k": 1}): 1}
+    assert set(NEW_SCORE_COLUMNS) <= set(columns_of(path, "scores"))
+    assert "settings" in {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    _, rows = view(path, "feature_scores")  # the views are made and read the upgraded file
+    assert [(r["feature"], r["correlation_reason"]) for r in rows] == [(0, None), (1, "constant prediction"), (2, None)]
+    with RunStore.open(tmp_path, create=False) as store:
+        assert store.feature_scores("v1-run", "n_permutations") == {0: None, 1: None, 2: 0}
+
+
+def test_settings_are_stored_once_per_run_and_every_score_row_carries_their_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-settings-secret")
+    settings = {"explainer": "openai:gpt@http://x?key=sk-settings-secret", "sampler": {"seed": 3}}
+    samples = [make_sample(f) for f in (0, 1)]
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, samples)
+        for sample in samples:
+            preds = make_predictions(sample, 0.5)
+            scored = {"llm": make_scores(sample, preds), "baseline": make_scores(sample, preds)}
+            store.save_scored(RUN, sample.feature, [], scored, settings=settings)
+        digest = settings_hash(settings)
+        assert store.settings_hash_counts(RUN) == {digest: 2}
+        stored = store.run_settings(RUN)
+        path = store.path
+    assert list(stored) == [digest] and stored[digest]["sampler"] == {"seed": 3}
+    assert "sk-settings-secret" not in stored[digest]["explainer"]  # redacted like every text written
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT DISTINCT settings_hash FROM scores").fetchall() == [(digest,)]
+        assert conn.execute("SELECT count(*) FROM settings").fetchone() == (1,)
+
+
+def test_call_totals_say_when_a_price_is_unknown(tmp_path):
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, [make_sample(0)])
+        store.save_explanation(RUN, make_explanation(0), calls=[call(0.01), call(0.02)])
+        assert store.call_totals(RUN)["cost_usd"] == pytest.approx(0.03)
+        assert store.call_totals(RUN)["unpriced_calls"] == 0
+        store.record_failure(RUN, 0, "simulate", "x", calls=[call(None)])
+        totals = store.call_totals(RUN)
+    assert totals["cost_usd"] is None and totals["unpriced_calls"] == 1 and totals["llm_calls"] == 3
 
 
 # --------------------------------------------------------------------------------------------- refusals

@@ -66,7 +66,10 @@ class LLMRequest(BaseModel, frozen=True):
     prefix: tuple[Message, ...] = Field(default=(), description="few-shot turns shared by every feature (cacheable)")
     messages: tuple[Message, ...] = Field(min_length=1, description="the per-feature turns; the last is the user's")
     max_tokens: int = Field(
-        default=512, ge=1, description="cap on generated tokens (thinking included where a model thinks)"
+        default=512,
+        ge=1,
+        description="cap on the answer's tokens; a model that cannot stop thinking gets its table's thinking "
+        "budget on top (autointerp.llm.models)",
     )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     logprobs: bool = Field(
@@ -282,6 +285,8 @@ class LLMBackend(ABC):
         self.retry = self.options.retry
         self.prices = dict(self.options.prices)
         self.info: ModelInfo | None = model_info(model, self.provider) if self.provider else None
+        # shortest prefix the server caches (tokens); None: no provider cache to speak of
+        self.min_cache_tokens: int | None = self.info.min_cache_tokens if self.info is not None else None
         self.total_usage = Usage()
         self._cost_total = 0.0
         self._unpriced_calls = 0
@@ -356,9 +361,9 @@ class LLMBackend(ABC):
     def check_prefix(self, request: LLMRequest) -> PrefixReport | None:
         """The request's shared prefix against the model's minimum cacheable length (None: the model has
         no provider cache). Logs a warning the first time a prefix below the minimum is seen."""
-        if self.info is None:
+        if self.min_cache_tokens is None:
             return None
-        report = prefix_report(request, self.model, self.info.min_cache_tokens)
+        report = prefix_report(request, self.model, self.min_cache_tokens)
         key = prefix_key(request)
         if key not in self._prefixes_seen:
             self._prefixes_seen.add(key)

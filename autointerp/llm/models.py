@@ -37,7 +37,7 @@ ThinkingOff = Literal["disabled", "between_tools"]
 _SUFFIX = re.compile(r"(-\d{4}-?\d{2}-?\d{2}|-latest|\[[^\]]*\]|@.*)*")
 
 
-class ProviderDefaults(BaseModel, frozen=True):
+class ProviderDefaults(BaseModel, frozen=True, extra="forbid"):
     """Rules for a model of a known provider that the table does not name."""
 
     batch_discount: float = Field(ge=0, lt=1)
@@ -48,7 +48,7 @@ class ProviderDefaults(BaseModel, frozen=True):
     max_top_logprobs: int = 20
 
 
-class ModelInfo(BaseModel, frozen=True):
+class ModelInfo(BaseModel, frozen=True, extra="forbid"):
     """What the code needs to know about one model to call it well and to bill it."""
 
     name: str
@@ -146,16 +146,24 @@ def load_table() -> ModelTable:
     """The packaged table (read once). Warns when its `checked` day is older than `stale_after_days`."""
     text = resources.files("autointerp.llm").joinpath(TABLE_FILE).read_text(encoding="utf-8")
     table = parse_table(tomllib.loads(text))
-    age = table.age_days()
-    if age > table.stale_after_days:
-        logger.warning(
-            "The model table (autointerp/llm/%s) was checked on %s, %d days ago: prices and model rules may "
-            "have changed. Check them, or pass your own prices with --prices FILE.",
-            TABLE_FILE,
-            table.checked.isoformat(),
-            age,
-        )
+    note = staleness(table)
+    if note is not None:
+        logger.warning(note)
     return table
+
+
+def staleness(table: ModelTable, today: datetime.date | None = None) -> str | None:
+    """A warning when the table's figures were checked more than `stale_after_days` ago (or in the future,
+    which means a mistyped date); None when they are fresh."""
+    age = table.age_days(today)
+    if age < 0:
+        return f"The model table (autointerp/llm/{TABLE_FILE}) says it was checked on {table.checked}, a day in the future."
+    if age > table.stale_after_days:
+        return (
+            f"The model table (autointerp/llm/{TABLE_FILE}) was checked on {table.checked}, {age} days ago: "
+            "prices and model rules may have changed. Check them, or pass your own prices with --prices FILE."
+        )
+    return None
 
 
 def _match(model: str, names: Mapping[str, Any]) -> str | None:

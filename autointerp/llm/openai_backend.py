@@ -55,17 +55,18 @@ class OpenAIBackend(LLMBackend):
         self._spare: openai.AsyncOpenAI | None = self._build_client()
         self.official = self._spare.base_url.host == OFFICIAL_HOST
         self.reasoning_effort: str | None = None
-        if self.official and not self.info.known:
-            reasoning = bool(_REASONING.match(spec.model))
-            self.supports_logprobs = not reasoning
-            self.supports_temperature = not reasoning
-        elif self.official:
+        if self.info.known:  # an OpenAI model, on api.openai.com or behind a proxy: the table's rules
             self.supports_logprobs = self.info.logprobs
             self.supports_temperature = self.info.temperature
             self.reasoning_effort = self.info.reasoning_effort
-        else:  # a compatible server runs the model it was started with; the table's OpenAI rules do not apply
+        elif self.official:  # a model newer than the table: reasoning families take neither
+            reasoning = bool(_REASONING.match(spec.model))
+            self.supports_logprobs = not reasoning
+            self.supports_temperature = not reasoning
+        else:  # a self-hosted model (vLLM, SGLang...): the server takes both, and caches any shared prefix
             self.supports_logprobs = True
             self.supports_temperature = True
+            self.min_cache_tokens = 0
         self.supports_prefill = not self.official
         self.supports_prompt_logprobs = not self.official
         self.max_top_logprobs = self.info.max_top_logprobs
@@ -119,6 +120,7 @@ class OpenAIBackend(LLMBackend):
             body["add_generation_prompt"] = False
         if request.prompt_logprobs and self.supports_prompt_logprobs:
             body["prompt_logprobs"] = min(request.prompt_logprobs, self.max_top_logprobs)
+            body["return_token_ids"] = True  # vLLM: prompt_token_ids, to tell the prompt's token from the top-k
         return body
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
@@ -134,10 +136,14 @@ class OpenAIBackend(LLMBackend):
         params = self.build_params(request)
         with sdk_errors_translated(openai, _describe):
             completion = await self.client.chat.completions.create(**params)
-        return self.parse_completion(completion, request)
+        return self.parse_completion(
+            completion, logprobs=request.logprobs, prompt_logprobs=bool(request.prompt_logprobs)
+        )
 
-    def parse_completion(self, completion: Any, request: LLMRequest) -> LLMResponse:
-        """An LLMResponse from a chat completion (an SDK object, or a dict from a batch's output file)."""
+    def parse_completion(self, completion: Any, *, logprobs: bool = True, prompt_logprobs: bool = True) -> LLMResponse:
+        """An LLMResponse from a chat completion (an SDK object, or a dict from a batch's output file);
+        `logprobs` / `prompt_logprobs`: read them when the server sent them."""
+        want_logprobs, want_prompt_logprobs = logprobs, prompt_logprobs
         if isinstance(completion, dict):
             completion = openai.types.chat.ChatCompletion.model_validate(completion)
         choices = getattr(completion, "choices", None)
@@ -146,7 +152,7 @@ class OpenAIBackend(LLMBackend):
         choice = choices[0]
         logprobs = None
         content = getattr(getattr(choice, "logprobs", None), "content", None)
-        if request.logprobs and content is not None:
+        if want_logprobs and content is not None:
             logprobs = []
             for item in content:
                 top: dict[str, float] = {}
@@ -154,11 +160,9 @@ class OpenAIBackend(LLMBackend):
                     top.setdefault(alt.token, alt.logprob)  # keep the first (likeliest) of duplicate strings
                 logprobs.append(TokenLogprob(token=item.token, logprob=item.logprob, top=top))
         prompt_logprobs = None
-        if request.prompt_logprobs:
-            raw = (completion.model_extra or {}).get("prompt_logprobs")
-            if raw is not None:
-                ids = (completion.model_extra or {}).get("prompt_token_ids")
-                prompt_logprobs = parse_prompt_logprobs(raw, ids)
+        extra = completion.model_extra or {}
+        if want_prompt_logprobs and extra.get("prompt_logprobs") is not None:
+            prompt_logprobs = parse_prompt_logprobs(extra["prompt_logprobs"], extra.get("prompt_token_ids"))
         return LLMResponse(
             text=choice.message.content or "",
             logprobs=logprobs,
@@ -170,32 +174,30 @@ class OpenAIBackend(LLMBackend):
 
 
 # Request fields of vLLM / SGLang that are not in OpenAI's Chat Completions API.
-_EXTENSIONS = ("continue_final_message", "add_generation_prompt", "prompt_logprobs")
+_EXTENSIONS = ("continue_final_message", "add_generation_prompt", "prompt_logprobs", "return_token_ids")
 
 
 def parse_prompt_logprobs(raw: list[Any], token_ids: list[int] | None = None) -> list[TokenLogprob | None]:
-    """vLLM's prompt_logprobs: per prompt token None or {token id: {"logprob", "rank", "decoded_token"}}.
+    """vLLM's prompt_logprobs: per prompt token None or {token id: {"logprob", "rank", "decoded_token"}}, the
+    top-k alternatives plus the prompt's own token when it is not among them.
 
-    The entry for the token actually in the prompt is known from `token_ids` (vLLM's `prompt_token_ids`,
-    sent when asked with `return_token_ids`); without them it is the entry not among the top ranks (vLLM
-    adds the prompt token to the top-k when it is not already there), else the rank-1 entry."""
+    The prompt's own token is found by id in `token_ids` (vLLM's `prompt_token_ids`, returned when the
+    request says `return_token_ids`). Without ids: the entry ranked below the others when there is one (it
+    was added because it is outside the top-k), else the rank-1 entry (ambiguous; ask for the ids)."""
     out: list[TokenLogprob | None] = []
     for i, entry in enumerate(raw):
         if not entry:
             out.append(None)
             continue
-        alts = {str(k): v for k, v in entry.items()}
-        top = {}
-        for alt in sorted(alts.values(), key=lambda a: a.get("rank") or 10**9):
+        alts = sorted(((str(k), v) for k, v in entry.items()), key=lambda kv: kv[1].get("rank") or 10**9)
+        top: dict[str, float] = {}
+        for _, alt in alts:
             top.setdefault(alt.get("decoded_token") or "", alt["logprob"])
-        chosen = None
-        if token_ids is not None and i < len(token_ids):
-            chosen = alts.get(str(token_ids[i]))
+        by_id = dict(alts)
+        chosen = by_id.get(str(token_ids[i])) if token_ids is not None and i < len(token_ids) else None
         if chosen is None:
-            ranks = sorted(a.get("rank") or 0 for a in alts.values())
-            k = len(alts) - 1  # with an extra entry, the top ranks are 1..k and the prompt token is the other
-            extra = [a for a in alts.values() if (a.get("rank") or 0) > k] if ranks[-1] > k else []
-            chosen = extra[0] if extra else min(alts.values(), key=lambda a: a.get("rank") or 10**9)
+            last_rank = alts[-1][1].get("rank") or 0
+            chosen = alts[-1][1] if len(alts) > 1 and last_rank > len(alts) - 1 else alts[0][1]
         out.append(TokenLogprob(token=chosen.get("decoded_token") or "", logprob=chosen["logprob"], top=top))
     return out
 

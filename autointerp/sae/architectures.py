@@ -9,14 +9,14 @@ Shape letters: N tokens (any leading dims), D = d_in, S = d_sae (all features), 
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from autointerp.dtypes import DTYPE_NAMES, parse_dtype
 from autointerp.errors import InputError, expected
 from autointerp.registry import Registry
-from autointerp.sae.config import DTYPE_NAMES, SAEConfig, parse_dtype
+from autointerp.sae.config import SAEConfig
 
 LN_EPS = 1e-5  # SAELens's layer_norm epsilon
 
@@ -257,12 +257,6 @@ class SparseAutoencoder:
                 "the encoded input x_ND to undo the per-token normalisation"
             )
         return _denormalise(out_ND, self._flat_input(x_ND), self.cfg.normalize_activations)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the SAE in SAELens 6 layout (cfg.json + sae_weights.safetensors); returns the dir."""
-        from autointerp.sae.load import save_sae  # load imports this module
-
-        return save_sae(self, path)
 
     def _flat_input(self, x_ND: Tensor) -> Tensor:
         if self.cfg.reshape_activations == "hook_z" and x_ND.shape[-1] != self.cfg.d_in:

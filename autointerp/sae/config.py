@@ -1,36 +1,15 @@
 """SAEConfig: what an SAE file says about the SAE and about the activations it was trained on."""
 
-import re
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-# Names found in cfg.json files (SAELens writes both spellings over its versions) -> torch dtype.
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+from autointerp.dtypes import DTYPE_NAMES, DTYPES, parse_dtype
+from autointerp.hooks import hook_layer
 
 # Input normalisations that can be redone from the input alone at encode time.
 NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
-
-_HOOK_LAYER = re.compile(r"^blocks\.(\d+)\.")
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    """`"float32"`, `"torch.float32"` or a torch dtype -> torch dtype; ValueError for anything else."""
-    if isinstance(name, torch.dtype):
-        if name not in DTYPE_NAMES:
-            raise ValueError(f"dtype {name} is not a floating dtype an SAE can use")
-        return name
-    key = str(name).removeprefix("torch.")
-    if key not in DTYPES:
-        raise ValueError(f"one of {', '.join(DTYPES)} (with or without a 'torch.' prefix)")
-    return DTYPES[key]
 
 
 class SAEConfig(BaseModel):
@@ -97,5 +76,4 @@ class SAEConfig(BaseModel):
     @property
     def hook_layer(self) -> int | None:
         """Layer L of a hook named `blocks.L.<...>`; None for other hooks or no hook."""
-        match = _HOOK_LAYER.match(self.hook_name or "")
-        return int(match.group(1)) if match else None
+        return hook_layer(self.hook_name or "")

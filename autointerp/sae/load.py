@@ -3,6 +3,7 @@
 SAELens: cfg.json + sae_weights.safetensors (+ sparsity.safetensors, log10 feature density).
 sparsify (EleutherAI): cfg.json + sae.safetensors, a topk SAE stored with an nn.Linear encoder.
 Anything that does not fit raises InputError naming the file, the key and what was expected.
+Writing lives here too (`save_sae`), not on SparseAutoencoder: the SAE class stays below its file formats.
 """
 
 import json

@@ -42,7 +42,8 @@ class SimulationScorer(Scorer):
             [w.interval for w in windows],
             item.sample.stats.max_activation,
             rule=self.cfg.scoring.quantise_rule,
-            detection_threshold=self.cfg.scoring.detection_threshold,
+            detection_threshold=self.cfg.scoring.threshold_for(simulation.mode),
+            n_permutations=self.cfg.scoring.n_permutations,
             seed=self.cfg.sampler.seed,
             feature=item.feature,
         )

@@ -1,8 +1,10 @@
 """Reading a run database: runs, feature progress, stage results as records, and the raw rows that
 summaries and tables are computed from (the statistics themselves live with the readers,
 `autointerp.run_summary` and `autointerp.tables`). Only tables are read, never the views, so a file
-written before the views existed reads the same."""
+written before the views existed reads the same; a column an older schema version lacks reads as NULL
+(a file opened read-only is never upgraded)."""
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,10 +84,13 @@ class StoreQueries(StoreConnection):
 
     @guarded
     def call_totals(self, run_id: str) -> dict[str, Any]:
-        """Every recorded LLM call of the run summed: llm_calls (count), cost_usd, input_tokens,
-        cached_input_tokens, cache_write_tokens, output_tokens (0 when there was none)."""
+        """Every recorded LLM call of the run summed: llm_calls (count), cost_usd (None when some call's
+        price is unknown: a total that leaves calls out is not the total), unpriced_calls (calls of unknown
+        price), input_tokens, cached_input_tokens, cache_write_tokens, output_tokens (0 when there was none)."""
         return self._rows(
-            "SELECT count(*) AS llm_calls, coalesce(sum(cost_usd), 0.0) AS cost_usd, "
+            "SELECT count(*) AS llm_calls, "
+            "CASE WHEN count(*) > count(cost_usd) THEN NULL ELSE total(cost_usd) END AS cost_usd, "
+            "count(*) - count(cost_usd) AS unpriced_calls, "
             "coalesce(sum(input_tokens), 0) AS input_tokens, "
             "coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens, "
             "coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, "
@@ -154,31 +159,72 @@ class StoreQueries(StoreConnection):
     @guarded
     def llm_score_rows(self, run_id: str, columns: Sequence[str]) -> list[dict[str, Any]]:
         """The given columns of every 'llm' scores row of the run (one per scored feature), unordered."""
-        self._check_score_columns("llm_score_rows", columns)
         return self._rows(
-            f"SELECT {', '.join(columns)} FROM scores WHERE run_id = ? AND explanation_source = 'llm'", [run_id]
+            f"SELECT {self._score_select('llm_score_rows', columns)} FROM scores "
+            "WHERE run_id = ? AND explanation_source = 'llm'",
+            [run_id],
         )
+
+    @guarded
+    def score_rows(self, run_id: str, columns: Sequence[str]) -> dict[int, dict[str, dict[str, Any]]]:
+        """feature -> source -> the given columns of that scores row, for every row of the run. Sources are
+        'llm', 'baseline' and 'other' (the row's full explanation_source, e.g. 'other:17', is kept under
+        'explanation_source')."""
+        found = self._rows(
+            f"SELECT feature, explanation_source, {self._score_select('score_rows', columns)} FROM scores "
+            "WHERE run_id = ? ORDER BY feature, explanation_source",
+            [run_id],
+        )
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for row in found:
+            feature, source = row.pop("feature"), row["explanation_source"]
+            out.setdefault(feature, {}).setdefault(source.split(":")[0], row)
+        return out
 
     @guarded
     def feature_scores(self, run_id: str, column: str = "correlation") -> dict[int, float | None]:
         """feature -> one column of its 'llm' scores row (for paired comparisons and density breakdowns)."""
-        self._check_score_columns("feature_scores", [column])
+        select = self._score_select("feature_scores", [column])
         found = self._rows(
-            f"SELECT feature, {column} AS value FROM scores WHERE run_id = ? AND explanation_source = 'llm'",
+            f"SELECT feature, {select} FROM scores WHERE run_id = ? AND explanation_source = 'llm'", [run_id]
+        )
+        return {r["feature"]: r[column] for r in found}
+
+    # ------------------------------------------------------------------------------------ settings
+
+    @guarded
+    def run_settings(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """settings_hash -> the settings it digests (settings_hash.score_settings), for every hash the run's
+        score rows carry; empty for a run stored before settings were recorded."""
+        if "settings" not in self.db.table_names():
+            return {}
+        found = self._rows("SELECT settings_hash, settings_json FROM settings WHERE run_id = ?", [run_id])
+        return {r["settings_hash"]: json.loads(r["settings_json"]) for r in found}
+
+    @guarded
+    def settings_hash_counts(self, run_id: str) -> dict[str | None, int]:
+        """settings_hash (None: not recorded) -> number of the run's 'llm' score rows that carry it."""
+        select = self._score_select("settings_hash_counts", ["settings_hash"])
+        found = self._rows(
+            f"SELECT {select}, count(*) AS n FROM scores WHERE run_id = ? AND explanation_source = 'llm' "
+            "GROUP BY 1 ORDER BY 2 DESC, 1",
             [run_id],
         )
-        return {r["feature"]: r["value"] for r in found}
+        return {r["settings_hash"]: r["n"] for r in found}
 
     @guarded
     def feature_densities(self, run_id: str) -> dict[int, float]:
         found = self._rows("SELECT feature, density FROM features WHERE run_id = ?", [run_id])
         return {r["feature"]: r["density"] for r in found}
 
-    def _check_score_columns(self, caller: str, columns: Sequence[str]) -> None:
+    def _score_select(self, caller: str, columns: Sequence[str]) -> str:
+        """The SELECT list for scores columns: a column this file's (older) schema lacks reads as NULL."""
         # Column names go into the SQL text, so only the table's own names may pass.
         for column in columns:
             if column not in TABLES["scores"][0]:
                 raise ValueError(f"{caller} column: found {column!r}; expected a scores column such as 'correlation'")
+        present = self.db.table("scores").columns_dict
+        return ", ".join(column if column in present else f"NULL AS {column}" for column in columns)
 
     def _windows(self, run_id: str) -> dict[int, list[Window]]:
         windows: dict[int, list[Window]] = {}

@@ -182,9 +182,15 @@ def simulation_row(run_id: str, sim: Simulation) -> dict[str, Any]:
 
 
 def score_row(
-    run_id: str, feature: int, source: str, scores: FeatureScores, lifts: Mapping[str, float | None]
+    run_id: str,
+    feature: int,
+    source: str,
+    scores: FeatureScores,
+    lifts: Mapping[str, float | None],
+    settings_hash: str | None = None,
 ) -> dict[str, Any]:
-    """One scores row: the scalar columns, the lift columns (None where `lifts` lacks them) and the JSON."""
+    """One scores row: the scalar columns, the lift columns (None where `lifts` lacks them), the JSON and the
+    hash of the settings that made it (None: not recorded)."""
     return {
         "run_id": run_id,
         "feature": feature,
@@ -192,6 +198,16 @@ def score_row(
         **scores.to_columns(),
         **{name: lifts.get(name) for name in LIFT_COLUMNS},
         "json": scores.to_json(),
+        "settings_hash": settings_hash,
+    }
+
+
+def settings_row(run_id: str, digest: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "settings_hash": digest,
+        "settings_json": json.dumps(settings, sort_keys=True),
+        "created_at": now(),
     }
 
 

@@ -19,7 +19,10 @@ from autointerp.scoring import COLUMNS, FeatureScores
 DB_NAME = "autointerp.sqlite"
 # PRAGMA user_version. Views are not part of it: they are (re)created on every open for writing and
 # no reader depends on them, so adding or changing one needs no new version.
-SCHEMA_VERSION = 1
+# 1: the first schema. 2: scores gained the FeatureScores columns added since (abs_dev_explained_centred,
+#    the calibration-set count, detection_threshold_rule, the permutation null) and `settings_hash`; new
+#    table `settings`. A version-1 file is read as it is and upgraded when opened for writing (MIGRATIONS).
+SCHEMA_VERSION = 2
 RunStatus = Literal["sampling", "scoring", "done", "interrupted"]
 FeatureStage = Literal["sampled", "explained", "scored", "failed"]
 # Progress order of a feature; "failed" sits outside it until resolve_failures() puts it back.
@@ -85,10 +88,12 @@ TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], tuple[tuple[str,
     ),
     "scores": (
         # lift: correlation minus the baseline explanation's; lift_other: minus another feature's
-        # explanation's. Both only on the 'llm' row, None where the control was not scored.
+        # explanation's. Both only on the 'llm' row, NULL where the control was not scored or either
+        # correlation is undefined (the reasons are in each row's json `undefined`). settings_hash: the
+        # `settings` row of what made the score (autointerp.settings_hash).
         {
             "run_id": str, "feature": int, "explanation_source": str, **_score_types(),
-            "lift": float, "lift_other": float, "json": str,
+            "lift": float, "lift_other": float, "json": str, "settings_hash": str,
         },
         ("run_id", "feature", "explanation_source"),
         (("run_id", "explanation_source"),),
@@ -116,28 +121,39 @@ TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], tuple[tuple[str,
         ("run_id", "feature"),
         (("run_id", "stage"),),
     ),
+    # The settings behind each settings_hash of a run's score rows (autointerp.settings_hash.score_settings).
+    "settings": (
+        {"run_id": str, "settings_hash": str, "settings_json": str, "created_at": str},
+        ("run_id", "settings_hash"),
+        (),
+    ),
 }  # fmt: skip
 
 # view -> its SELECT. Documented in README.md ("The database"); tests/test_store.py pins the columns.
 VIEWS: dict[str, str] = {
     # One row per sampled feature of every run: its firing statistics, status, LLM explanation, headline
-    # scores of that explanation (lift and lift_other NULL where no control was scored), its latest open
-    # error ('stage: message', as FeatureReport.errors) and the USD its LLM calls cost.
+    # scores of that explanation (correlation NULL with correlation_reason saying why, e.g. 'constant
+    # prediction'; lift and lift_other NULL where no control was scored or a correlation is undefined),
+    # the permutation null's z and p, the settings hash, its latest open error ('stage: message', as
+    # FeatureReport.errors) and the USD its LLM calls cost (NULL when a call's price is unknown).
     "feature_scores": """SELECT
     f.run_id, f.feature, f.density, f.max_activation, f.n_active, st.stage AS status,
     e.text AS explanation, e.backend AS explainer,
-    s.correlation, s.lift, s.lift_other, s.spearman, s.abs_dev_explained, s.auroc, s.balanced_accuracy,
-    s.ece, s.binarity,
+    s.correlation, json_extract(s.json, '$.undefined.correlation') AS correlation_reason,
+    s.lift, s.lift_other, s.permutation_z, s.permutation_p, s.spearman, s.abs_dev_explained, s.auroc,
+    s.balanced_accuracy, s.ece, s.binarity, s.settings_hash,
     (SELECT er.stage || ': ' || er.message FROM errors er
      WHERE er.run_id = f.run_id AND er.feature = f.feature AND er.resolved = 0
      ORDER BY er.id DESC LIMIT 1) AS error,
-    (SELECT total(c.cost_usd) FROM llm_calls c WHERE c.run_id = f.run_id AND c.feature = f.feature) AS cost_usd
+    (SELECT CASE WHEN count(*) > count(c.cost_usd) THEN NULL ELSE total(c.cost_usd) END
+     FROM llm_calls c WHERE c.run_id = f.run_id AND c.feature = f.feature) AS cost_usd
 FROM features f
 LEFT JOIN feature_status st ON st.run_id = f.run_id AND st.feature = f.feature
 LEFT JOIN explanations e ON e.run_id = f.run_id AND e.feature = f.feature AND e.source = 'llm'
 LEFT JOIN scores s ON s.run_id = f.run_id AND s.feature = f.feature AND s.explanation_source = 'llm'""",
     # One row per run: features by status (sampled = all of them; pending = not yet scored nor failed),
-    # and every recorded LLM call summed (calls, failed calls, tokens, USD).
+    # and every recorded LLM call summed (calls, failed calls, tokens, USD: NULL when some call's price is
+    # unknown, unpriced_calls says how many).
     "run_costs": """SELECT
     r.run_id, r.name, r.status, r.training_run, r.step, r.created_at, r.updated_at,
     coalesce(fs.sampled, 0) AS sampled, coalesce(fs.pending, 0) AS pending,
@@ -145,7 +161,8 @@ LEFT JOIN scores s ON s.run_id = f.run_id AND s.feature = f.feature AND s.explan
     coalesce(c.llm_calls, 0) AS llm_calls, coalesce(c.failed_calls, 0) AS failed_calls,
     coalesce(c.input_tokens, 0) AS input_tokens, coalesce(c.cached_input_tokens, 0) AS cached_input_tokens,
     coalesce(c.cache_write_tokens, 0) AS cache_write_tokens, coalesce(c.output_tokens, 0) AS output_tokens,
-    coalesce(c.cost_usd, 0.0) AS cost_usd
+    CASE WHEN coalesce(c.unpriced_calls, 0) > 0 THEN NULL ELSE coalesce(c.cost_usd, 0.0) END AS cost_usd,
+    coalesce(c.unpriced_calls, 0) AS unpriced_calls
 FROM runs r
 LEFT JOIN (
     SELECT run_id, count(*) AS sampled, sum(stage IN ('sampled', 'explained')) AS pending,
@@ -156,15 +173,22 @@ LEFT JOIN (
     SELECT run_id, count(*) AS llm_calls, sum(status = 'error') AS failed_calls,
            sum(input_tokens) AS input_tokens, sum(cached_input_tokens) AS cached_input_tokens,
            sum(cache_write_tokens) AS cache_write_tokens, sum(output_tokens) AS output_tokens,
-           total(cost_usd) AS cost_usd
+           total(cost_usd) AS cost_usd, sum(cost_usd IS NULL) AS unpriced_calls
     FROM llm_calls GROUP BY run_id
 ) c ON c.run_id = r.run_id""",
 }
 
 
+def schema_version(db: sqlite_utils.Database) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
 def check_schema(db: sqlite_utils.Database, path: Path, readonly: bool) -> None:
-    """Refuse a database this code cannot read: a newer schema, or an SQLite file that is not a run database."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    """Refuse a database this code cannot read: a newer schema, or an SQLite file that is not a run database.
+
+    An older version is fine: read-only it is read as it is (readers fill the columns it lacks with NULL),
+    opened for writing it is upgraded by :func:`create_schema`."""
+    version = schema_version(db)
     tables = set(db.table_names())
     if version > SCHEMA_VERSION:
         raise StoreError(
@@ -178,15 +202,37 @@ def check_schema(db: sqlite_utils.Database, path: Path, readonly: bool) -> None:
     if version == 0 and (tables or readonly):
         found = f"tables {sorted(tables)} and no schema version" if tables else "an empty database"
         raise StoreError(expected(f"run database {path}", found, "an autointerp run database"))
-    if 0 < version < SCHEMA_VERSION:  # the place for migrations once there is more than one version
-        raise StoreError(expected(f"run database {path}", f"schema version {version}", f"{SCHEMA_VERSION}"))
+
+
+def _add_missing_columns(db: sqlite_utils.Database, table: str) -> None:
+    """Add the columns the current schema gives `table` and the file lacks (NULL in every existing row)."""
+    present = set(db.table(table).columns_dict)
+    for column, kind in TABLES[table][0].items():
+        if column not in present:
+            db.table(table).add_column(column, kind)
+
+
+def _v1_to_v2(db: sqlite_utils.Database) -> None:
+    # Old rows keep NULL in the new columns: their permutation null was never computed and their settings
+    # were not recorded (comparisons fall back to the stored configs). The `settings` table is created
+    # with the others by create_schema.
+    _add_missing_columns(db, "scores")
+
+
+# version -> the step that upgrades a file of that version to the next one.
+MIGRATIONS = {1: _v1_to_v2}
 
 
 def create_schema(db: sqlite_utils.Database) -> None:
-    """Create whatever tables, indexes and views are missing (WAL journal), and replace a view whose
-    definition changed; a database already up to date is left as it is."""
+    """Upgrade an older file (MIGRATIONS, in order), create whatever tables, indexes and views are missing
+    (WAL journal) and replace a view whose definition changed, all in one transaction; a database already
+    up to date is left as it is."""
     db.enable_wal()
     with db.atomic():
+        version = schema_version(db)
+        if version:  # 0: a new, empty file
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](db)
         for name, (columns, pk, indexes) in TABLES.items():
             table = db.table(name)
             table.create(

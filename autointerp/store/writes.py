@@ -7,11 +7,12 @@ never duplicates a row. LLM calls are a ledger: every call is a new row.
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from autointerp.errors import StoreError
 from autointerp.records import CallRecord, Explanation, FeatureSample, Simulation
 from autointerp.scoring import FeatureScores
+from autointerp.settings_hash import settings_hash
 from autointerp.store import rows
 from autointerp.store.connection import guarded
 from autointerp.store.queries import StoreQueries
@@ -135,12 +136,14 @@ class StoreWrites(StoreQueries):
         *,
         lifts: Mapping[str, float | None] | None = None,
         calls: Sequence[CallRecord] = (),
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         """Simulations, scores (keyed by explanation_source) and status 'scored' in one transaction.
 
-        `lifts` ('lift', 'lift_other'; scoring.control_lifts) go on the 'llm' scores row; a missing one,
-        and both on control rows, are stored as NULL. Replaces whatever the feature had before (a control
-        scored earlier but not now is removed).
+        `lifts` ('lift', 'lift_other'; interpret.control_lifts) go on the 'llm' scores row; a missing one,
+        and both on control rows, are stored as NULL. `settings` (settings_hash.score_settings) is stored
+        once per run under its hash, and the hash on every scores row; None leaves the hash NULL.
+        Replaces whatever the feature had before (a control scored earlier but not now is removed).
         """
         self._writing()
         stray = [s.feature for s in simulations if s.feature != feature]
@@ -151,14 +154,17 @@ class StoreWrites(StoreQueries):
         unknown = set(lifts or {}) - set(rows.LIFT_COLUMNS)
         if unknown:
             raise ValueError(f"save_scored lifts: found {sorted(unknown)}; expected only {rows.LIFT_COLUMNS}")
+        digest = None if settings is None else settings_hash(settings)
         with self.db.atomic():
             for table in ("simulations", "scores"):
                 self.db.execute(f"DELETE FROM {table} WHERE run_id = ? AND feature = ?", [run_id, feature])
+            if settings is not None:  # first writer wins: the row is the same for every feature
+                self.db.table("settings").insert(self._redact(rows.settings_row(run_id, digest, settings)), ignore=True)
             self._put("simulations", (rows.simulation_row(run_id, s) for s in simulations))
             self._put(
                 "scores",
                 (
-                    rows.score_row(run_id, feature, source, s, (lifts or {}) if source == "llm" else {})
+                    rows.score_row(run_id, feature, source, s, (lifts or {}) if source == "llm" else {}, digest)
                     for source, s in scores.items()
                 ),
             )
