@@ -197,13 +197,44 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from autointerp.export import export
-    from autointerp.store import RunStore
+# Exporter options (autointerp.export) -> CLI flags, and their help.
+EXPORT_FLAGS = {
+    "model_id": "np-model-id",
+    "source": "np-source",
+    "set_name": "np-set-name",
+    "explanation_type": "np-explanation-type",
+    "explanation_model": "np-explanation-model",
+    "batch_size": "batch-size",
+    "scorer": "saebench-scorer",
+    "metric": "saebench-metric",
+    "sae_release": "saebench-release",
+    "sae_id": "saebench-sae-id",
+    "title": "title",
+}
+EXPORT_HELP = {
+    "model_id": "neuronpedia/saedashboard: Neuronpedia model id (default: SAELens neuronpedia_id, else the model)",
+    "source": "neuronpedia/saedashboard: Neuronpedia source '<layer>-<set>' (default: neuronpedia_id, else hook)",
+    "set_name": "neuronpedia/saedashboard: source set name; the source is '<hook layer>-<set name>'",
+    "explanation_type": "neuronpedia: methodName, an explanation type registered there (default: none)",
+    "explanation_model": "neuronpedia: modelName, an explanation model registered there (default: none)",
+    "batch_size": "neuronpedia/saedashboard: features per batch file",
+    "scorer": "saebench: detection, simulation or auto (default: detection when the run has it)",
+    "metric": "saebench: balanced_accuracy (default) or accuracy (SAEBench's own; detection only)",
+    "sae_release": "saebench: release name for the file and sae_lens_release_id (default: the SAE's name)",
+    "sae_id": "saebench: SAE id for the file and sae_lens_id (default: custom_sae)",
+    "title": "html: page title",
+}
 
-    store = RunStore.open(Path(args.run_dir), create=False)
-    run_id = store.latest_run_id()
-    written = export(args.format, store.load_reports(run_id), Path(args.out))
+
+def cmd_export(args) -> int:
+    from autointerp.export import export_run, exporter_options
+
+    # Only the options the chosen format takes; a flag given for another format is refused, not dropped.
+    given = {name: getattr(args, name) for name in EXPORT_FLAGS if getattr(args, name) is not None}
+    unknown = [f"--{EXPORT_FLAGS[name]}" for name in given if name not in exporter_options(args.format)]
+    if unknown:
+        raise InputError(expected(f"export --format {args.format}", ", ".join(unknown), "options of that format"))
+    written = export_run(Path(args.run_dir), args.format, Path(args.out), **given)
     for path in written:
         print(path)
     return 0
@@ -248,10 +279,12 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--format", choices=["terminal", "markdown", "csv", "json"], default="terminal")
     compare.set_defaults(func=cmd_compare)
 
-    exp = sub.add_parser("export", help="explanations for feature browsers")
+    exp = sub.add_parser("export", help="explanations for feature browsers, scores for SAEBench")
     exp.add_argument("run_dir")
-    exp.add_argument("--format", choices=["neuronpedia", "saedashboard", "jsonl", "html"], required=True)
+    exp.add_argument("--format", choices=["neuronpedia", "saedashboard", "saebench", "jsonl", "html"], required=True)
     exp.add_argument("--out", required=True)
+    for name, flag in EXPORT_FLAGS.items():
+        exp.add_argument(f"--{flag}", dest=name, type=int if name == "batch_size" else str, help=EXPORT_HELP[name])
     exp.set_defaults(func=cmd_export)
     return top
 

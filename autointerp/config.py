@@ -105,6 +105,20 @@ class ScoringConfig(BaseModel):
         "shuffled windows; 1000 gives p down to ~0.001 in milliseconds; 0 skips the null",
     )
 
+    scorers: list[Literal["simulation", "detection"]] | None = Field(
+        default=None,
+        description="scorers run on every explanation and control: simulation (predict each token's activation, "
+        "correlate) and/or detection (say which windows match). None -> settled when the run starts and stored "
+        "resolved, so the settings hash covers it: both for API backends and the baseline (20 windows judged in "
+        "2 prompts take ~1,550 input and ~80 output tokens against ~3,700 input for a sampled simulation, and "
+        "detection is the score that moves least across pipelines); for the local model "
+        "detection only when it offers the teacher-forced yes/no reading (score_yes_no), since a 135M model "
+        "writing yes/no lists answers at random",
+    )
+    detection_windows_per_prompt: int = Field(
+        default=10, ge=1, description="detection: held-out windows judged in one prompt (fewer prompts, shared prefix)"
+    )
+
     def threshold_for(self, mode: str) -> float | Literal["auto"]:
         """The detection threshold for a simulation made in `mode` ('logprob', 'sampled' or 'baseline')."""
         if self.detection_threshold is not None:

@@ -1,13 +1,18 @@
-"""The LLM stages of a run: explain every sampled feature, then simulate and score it, concurrently
-across features up to each backend's in-flight limit. Every feature's result is committed on its own,
-so an interrupted run resumes with the features still pending; a failure is recorded, never scored.
+"""The LLM stages of a run: explain every sampled feature, then score it with every configured scorer,
+concurrently across features up to each backend's in-flight limit. Every feature's result is committed on
+its own, so an interrupted run resumes with the features still pending; a failure is recorded, never scored.
+
+Scorers (`scoring.scorers`, autointerp.scorers): simulation (predict every token's activation, correlate)
+and detection (say which windows match); each judges the LLM explanation and every control on the same
+held-out windows. A scorer that fails on the LLM explanation records an error with its stage ('simulate',
+'detect') and the others' results are kept: a feature counts as scored when any scorer succeeded.
 
 Controls (on `scoring.controls_share` of the features, chosen with the seed): the same scoring windows
-simulated from (a) the baseline explanation (top tokens, no LLM) and (b) another feature's LLM
-explanation. `lift` = correlation - baseline-control correlation; `lift_other` likewise. A third control
-needs no LLM call: every simulation is also scored against `scoring.n_permutations` shufflings of its
-windows (scoring.permutation_null). Every score row carries the hash of the settings that made it
-(autointerp.settings_hash).
+judged from (a) the baseline explanation (top tokens, no LLM) and (b) another feature's LLM explanation.
+`lift` = correlation - baseline-control correlation; `lift_other` likewise (detection's lifts are computed
+by the readers from its rows). A third control needs no LLM call: every simulation is also scored against
+`scoring.n_permutations` shufflings of its windows (scoring.permutation_null). Every score row carries the
+hash of the settings that made it (autointerp.settings_hash), one per scorer.
 """
 
 import asyncio
@@ -18,14 +23,18 @@ from autointerp.best_of import explain_best_of
 from autointerp.config import RunConfig
 from autointerp.explain import explain_feature
 from autointerp.llm.base import LLMBackend
-from autointerp.llm.spec import default_backend_spec, make_backend
+from autointerp.llm.spec import default_backend_spec, make_backend, parse_backend_spec
 from autointerp.llm_calls import LLMStageFailure
-from autointerp.records import CallRecord, Explanation, FeatureSample, Simulation
+from autointerp.records import CallRecord, Explanation
 from autointerp.reporting import Reporter
 from autointerp.run_summary import run_summary
-from autointerp.scoring import FeatureScores, lift, score_feature
+from autointerp.scorers import ScorerResult, ScoringItem, make_scorer
+from autointerp.scorers.detection import DetectionResult
+from autointerp.scorers.simulation import SimulationResult
+from autointerp.scoring import FeatureScores, lift
 from autointerp.settings_hash import prompt_digests, score_settings
-from autointerp.simulate import simulate_feature
+
+SCORERS_IN_ORDER = ("simulation", "detection")
 
 
 def backend_specs(cfg: RunConfig) -> tuple[str, str, str]:
@@ -52,35 +61,33 @@ def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend
     return explainer, simulator, baseline, note
 
 
-def score_simulation(sample: FeatureSample, simulation: Simulation, cfg: RunConfig) -> FeatureScores:
-    """Every score of one simulation of the feature's scoring windows, its permutation null included.
+def default_scorers(simulator_spec: str) -> list[str]:
+    """The scorers a run uses when none are configured (ScoringConfig.scorers says why): simulation and
+    detection, except on the local model without a teacher-forced yes/no reading (`score_yes_no`)."""
+    if parse_backend_spec(simulator_spec).kind != "local":
+        return list(SCORERS_IN_ORDER)
+    from autointerp.llm.local_backend import LocalBackend  # light: llama.cpp loads on first use
 
-    The detection threshold follows the simulation's mode (ScoringConfig.threshold_for: the balanced split
-    for logprob expected values, 0.5 for integer answers, unless one is configured); the null is seeded by
-    (sampler seed, feature), so a feature's null is the same whatever other features the run holds.
-    """
-    windows = sample.split("score")
-    return score_feature(
-        [w.activations for w in windows],
-        simulation.predictions,
-        [w.group for w in windows],
-        [w.interval for w in windows],
-        sample.stats.max_activation,
-        rule=cfg.scoring.quantise_rule,
-        detection_threshold=cfg.scoring.threshold_for(simulation.mode),
-        n_permutations=cfg.scoring.n_permutations,
-        seed=cfg.sampler.seed,
-        feature=sample.feature,
-    )
+    return list(SCORERS_IN_ORDER) if hasattr(LocalBackend, "score_yes_no") else ["simulation"]
 
 
-def run_settings(cfg: RunConfig, corpus_fingerprint: str) -> dict:
-    """The settings behind this run's simulation scores (settings_hash.score_settings), with the explainer
+def settle_scorers(cfg: RunConfig) -> RunConfig:
+    """`cfg` with `scoring.scorers` resolved (default_scorers of its simulator) when left open, so the stored
+    config and the settings hash say which scorers ran."""
+    if cfg.scoring.scorers is not None:
+        return cfg
+    _, simulator_spec, _ = backend_specs(cfg)
+    scoring = cfg.scoring.model_copy(update={"scorers": default_scorers(simulator_spec)})
+    return cfg.model_copy(update={"scoring": scoring})
+
+
+def run_settings(cfg: RunConfig, corpus_fingerprint: str, scorer: str = "simulation") -> dict:
+    """The settings behind this run's scores of one scorer (settings_hash.score_settings), with the explainer
     and simulator the run actually uses (a server address left out: the same model served elsewhere)."""
     explainer_spec, simulator_spec, _ = backend_specs(cfg)
     key = cfg.results_key()
     key["llm"] |= {"explainer": explainer_spec.split("@http")[0], "simulator": simulator_spec.split("@http")[0]}
-    return score_settings(key, corpus_fingerprint, prompt_digests(), "simulation")
+    return score_settings(key, corpus_fingerprint, prompt_digests(), scorer)
 
 
 def control_lifts(scores: Mapping[str, FeatureScores]) -> dict[str, float | None]:
@@ -135,13 +142,20 @@ class Tally:
 async def interpret_run(
     store, run_id: str, cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = None
 ) -> dict:
+    settled = settle_scorers(cfg)
+    if settled is not cfg:  # e.g. a run started through the Python API: store which scorers ran
+        cfg = settled
+        store.update_run_config(run_id, cfg)
     explainer, simulator, baseline, note = resolve_backends(cfg)
+    names = [name for name in SCORERS_IN_ORDER if name in (cfg.scoring.scorers or ())]
+    scorers = {name: make_scorer(name, simulator, cfg) for name in names}
     reporter = reporter or Reporter()
-    reporter.note(f"LLM stages: {note}.")
+    reporter.note(f"LLM stages: {note}; scorers: {', '.join(names)}.")
     if retry_failed:
         store.resolve_failures(run_id, list(store.failed_features(run_id)))
     samples = {s.feature: s for s in store.load_samples(run_id)}
-    settings = run_settings(cfg, store.require_run(run_id)["corpus_fingerprint"])
+    fingerprint = store.require_run(run_id)["corpus_fingerprint"]
+    settings = {name: run_settings(cfg, fingerprint, name) for name in names}
     store.set_run_status(run_id, "scoring")
     tally = Tally()
     progress = reporter.progress()
@@ -163,6 +177,12 @@ async def interpret_run(
             store.record_failure(run_id, feature, "explain", str(failure), calls=failure.calls)
         progress.advance(task, 1, info=tally.line())
 
+    async def judged(name: str, item: ScoringItem) -> ScorerResult | LLMStageFailure:
+        try:
+            return await scorers[name].score(item)
+        except LLMStageFailure as failure:
+            return failure
+
     async def score_one(
         feature: int,
         explanations: dict[int, Explanation],
@@ -171,37 +191,51 @@ async def interpret_run(
         task,
     ) -> None:
         sample = samples[feature]
-        windows = sample.split("score")
         calls: list[CallRecord] = []
-        try:
-            simulation, made = await simulate_feature(
-                simulator, explanations[feature].text, windows, feature, "llm", cfg
-            )
-            calls += made
-            simulations = [simulation]
-            if feature in partners:
-                other = partners[feature]
-                jobs = []
-                if feature in controls:
-                    jobs.append((controls[feature].text, "baseline"))
-                if other is not None and other in explanations:
-                    jobs.append((explanations[other].text, f"other:{other}"))
-                for text, source in jobs:
-                    try:
-                        control_sim, made = await simulate_feature(simulator, text, windows, feature, source, cfg)
-                        calls += made
-                        simulations.append(control_sim)
-                    except LLMStageFailure as failure:  # a failed control leaves the feature's own score intact
-                        calls += failure.calls
-            scores = {s.explanation_source: score_simulation(sample, s, cfg) for s in simulations}
-            store.save_scored(
-                run_id, feature, simulations, scores, lifts=control_lifts(scores), calls=calls, settings=settings
-            )
-            tally.done += 1
-        except LLMStageFailure as failure:
-            calls += failure.calls
+        results: dict[str, dict[str, ScorerResult]] = {name: {} for name in names}
+        failures: list[tuple[str, str]] = []  # (stage, message) of each scorer that failed on the LLM explanation
+        item = ScoringItem(sample=sample, explanation=explanations[feature].text, source="llm")
+        for name, outcome in zip(names, await asyncio.gather(*(judged(n, item) for n in names)), strict=True):
+            calls += outcome.calls
+            if isinstance(outcome, LLMStageFailure):
+                failures.append((outcome.stage, str(outcome)))
+            else:
+                results[name]["llm"] = outcome
+        if len(failures) == len(names):
+            (stage, message), *more = failures
+            store.record_failure(run_id, feature, stage, message, calls=calls, more=more, own_call_stages=True)
             tally.failed += 1
-            store.record_failure(run_id, feature, "simulate", str(failure), calls=calls)
+            tally.add(calls)
+            progress.advance(task, 1, info=tally.line())
+            return
+        jobs: list[ScoringItem] = []  # controls, judged by every scorer that judged the LLM explanation
+        if feature in partners:
+            other = partners[feature]
+            if feature in controls:
+                jobs.append(ScoringItem(sample=sample, explanation=controls[feature].text, source="baseline"))
+            if other is not None and other in explanations:
+                jobs.append(ScoringItem(sample=sample, explanation=explanations[other].text, source=f"other:{other}"))
+        pairs = [(name, job) for job in jobs for name in names if "llm" in results[name]]
+        for (name, job), outcome in zip(pairs, await asyncio.gather(*(judged(n, j) for n, j in pairs)), strict=True):
+            calls += outcome.calls  # a failed control leaves the feature's own scores intact
+            if not isinstance(outcome, LLMStageFailure):
+                results[name][job.source] = outcome
+        simulated = [r for r in results.get("simulation", {}).values() if isinstance(r, SimulationResult)]
+        detected = [r for r in results.get("detection", {}).values() if isinstance(r, DetectionResult)]
+        scores = {r.explanation_source: r.scores for r in simulated}
+        store.save_scored(
+            run_id,
+            feature,
+            [r.simulation for r in simulated],
+            scores,
+            lifts=control_lifts(scores),
+            calls=calls,
+            settings=settings["simulation"] if simulated else None,
+            detections=detected,
+            detection_settings=settings["detection"] if detected else None,
+            errors=failures,
+        )
+        tally.done += 1
         tally.add(calls)
         progress.advance(task, 1, info=tally.line())
 
@@ -213,7 +247,7 @@ async def interpret_run(
         controls = store.load_explanations(run_id, "baseline")
         partners = control_partners(sorted(explanations), cfg.scoring.controls_share, cfg.selection.seed)
         pending = [f for f in store.pending_features(run_id, "scored") if f in explanations]
-        task = progress.add_task("simulating + scoring", total=len(pending))
+        task = progress.add_task(f"scoring ({' + '.join(names)})", total=len(pending))
         await asyncio.gather(*(score_one(f, explanations, controls, partners, task) for f in pending))
     store.set_run_status(run_id, "done")
     return run_summary(store, run_id)

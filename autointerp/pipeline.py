@@ -124,8 +124,9 @@ def open_run(cfg: RunConfig, create: bool = True):
     if run_id is not None:
         stored = store.get_run(run_id)["results_key"]
         wanted = json.loads(json.dumps(cfg.results_key()))
-        # LLM settings left open by `autointerp sample` may be settled now; decided ones may not change.
-        diffs = [d for d in settings_differences(stored, wanted) if not (d[0].startswith("llm.") and d[1] is None)]
+        # LLM settings and scorers left open by `autointerp sample` may be settled now; decided ones may not change.
+        later = ("llm.", "scoring.scorers")
+        diffs = [d for d in settings_differences(stored, wanted) if not (d[0].startswith(later) and d[1] is None)]
         found = store.get_run(run_id)["sae_fingerprint"]
         if found != sae_fingerprint(load_sae(resolve_sae_path(cfg.sae))):
             diffs.append(("SAE weights", f"fingerprint {found}", "another SAE's"))
@@ -178,7 +179,7 @@ def sample_stage(cfg: RunConfig, reporter: Reporter | None = None):
 def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = None) -> dict:
     """The main job. Returns the run's summary (`run_summary`); features that failed are recorded in it,
     not raised."""
-    from autointerp.interpret import interpret_run
+    from autointerp.interpret import interpret_run, settle_scorers
     from autointerp.llm.spec import default_backend_spec
 
     reporter = reporter or Reporter()
@@ -186,6 +187,6 @@ def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = 
         spec, why = default_backend_spec()
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"explainer": spec})})
         reporter.note(f"No --explainer given: using {spec} ({why}).")
-    cfg = with_model_name(cfg)
+    cfg = settle_scorers(with_model_name(cfg))  # the stored config says which scorers run
     store, run_id = sample_stage(cfg, reporter)
     return asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter))

@@ -1,8 +1,9 @@
 """Prompt templates and few-shot examples: find, load, check and fill them; lay out tokens.
 
-The text the LLMs read lives in data files under `prompts/` at the repository root (see its README):
-`*.md` templates with `{{name}}` placeholders and `*.json` few-shot examples. This module only loads
-them and renders tokens, one per line, with whitespace made visible:
+The text the LLMs read lives in data files in `autointerp/assets/prompts/` (package data, so an installed
+wheel has them; the repository's top-level `prompts` is a link to that folder; see its README): `*.md`
+templates with `{{name}}` placeholders and `*.json` few-shot examples. This module only loads them and
+renders tokens, one per line, with whitespace made visible:
 
     "\\n" -> "↵"   "\\t" -> "⇥"   "\\r" -> "␍"   "   " (only spaces) -> "␣␣␣"   "" -> "∅"
     other control characters -> "\\xNN"; a leading space stays a real space (" the").
@@ -29,16 +30,17 @@ _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
 
 
 def prompts_dir() -> Path:
-    """The `prompts/` folder: at the repository root (editable install), else shipped as package data."""
-    repo = Path(__file__).resolve().parents[1] / "prompts"
-    if repo.is_dir():
-        return repo
-    packaged = Path(str(resources.files("autointerp") / "prompts"))
-    if packaged.is_dir():
-        return packaged
+    """The prompts folder shipped inside the package (`autointerp/assets/prompts`).
+
+    One location for a checkout, an editable install and a wheel alike: the files are package data,
+    so nothing depends on a source tree being next to the installed code.
+    """
+    folder = Path(str(resources.files("autointerp") / "assets" / "prompts"))
+    if folder.is_dir():
+        return folder
     raise InputError(
-        f"Prompt templates: found no folder at {repo} or {packaged}; expected the `prompts/` folder of the "
-        "autointerp source tree (install the package from its repository, e.g. `pip install -e .`)."
+        f"Prompt templates: found no folder at {folder}; expected the package's `assets/prompts/` data "
+        "(reinstall autointerp: the installation is missing its package data)."
     )
 
 

@@ -122,6 +122,13 @@ class Simulation(BaseModel):
     cost_usd: float | None = Field(default=0.0, description="USD; None when a call's price is unknown")
 
 
+class TokenLogit(BaseModel):
+    """One vocabulary token and the logit the feature's decoder direction adds to it (W_dec[f] @ W_U)."""
+
+    token: str = Field(description="decoded token string")
+    value: float = Field(description="direct logit effect of a unit activation, logit units")
+
+
 class FeatureReport(BaseModel):
     """All a reader (table, show, exports) needs about one scored feature of one run."""
 
@@ -136,6 +143,17 @@ class FeatureReport(BaseModel):
     controls: dict[str, dict] = Field(
         default_factory=dict, description="control name ('baseline', 'other') -> its scores columns"
     )
+    detection: dict[str, dict] = Field(
+        default_factory=dict,
+        description="'llm', 'baseline', 'other' -> its detection_scores row (explanation_source and json kept); "
+        "empty when detection did not run",
+    )
     errors: list[str] = Field(default_factory=list, description="recorded failures: 'stage: message'")
     model_name: str = Field(default="", description="subject model name")
     sae_name: str = Field(default="", description="SAE identifier (folder name or hook) for exports")
+    top_logits: list[TokenLogit] | None = Field(
+        default=None, description="tokens the feature promotes most, highest first; None when the run has none"
+    )
+    bottom_logits: list[TokenLogit] | None = Field(
+        default=None, description="tokens the feature suppresses most, lowest first; None when the run has none"
+    )

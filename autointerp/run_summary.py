@@ -21,6 +21,11 @@ same windows) and the lift over it, `lift_*` / `lift_other_*` for correlation an
 (no LLM call): `null_correlation_*` (the null's mean r per feature), `null_std_*` (its spread),
 `null_z_*` (how many null standard deviations the real correlation stands above it) and
 `null_p05_share` (share of features with p < 0.05; an undefined p counts as not below).
+
+Detection (the detection scorer's rows, where it ran): `detection_<score>_*` for balanced accuracy,
+precision, recall and AUROC of the LLM explanation (undefined left out: precision when the judge said yes
+to nothing, AUROC when it gave no probabilities), and `detection_<score>_lift_*`, the lift over the baseline
+explanation judged on the same windows.
 """
 
 from typing import Any
@@ -33,6 +38,8 @@ CONTROLS = ("baseline", "other")
 HEADLINE_SCORES = {"correlation": True, "auroc": False}
 # Secondary scores of the LLM explanation, undefined left out (0 is not "no skill" for them).
 SECONDARY_SCORES = ("balanced_accuracy", "abs_dev_explained", "ece", "binarity")
+# Detection scores of the LLM explanation, each with its lift over the baseline control; undefined left out.
+DETECTION_SCORES = ("balanced_accuracy", "precision", "recall", "auroc")
 _NULL_COLUMNS = ("n_permutations", "permutation_mean", "permutation_std", "permutation_z", "permutation_p")
 SIGNIFICANCE = 0.05
 
@@ -88,6 +95,19 @@ def score_statistics(rows: dict[int, dict[str, dict[str, Any]]], n_permutations:
     return out
 
 
+def detection_statistics(rows: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The detection statistics of a run from its detection rows (feature -> source -> columns, as
+    RunStore.detection_rows gives them): each DETECTION_SCORES of the 'llm' rows, and its lift over the
+    'baseline' row of the same feature."""
+    out: dict[str, Any] = {}
+    for score in DETECTION_SCORES:
+        own = [sources["llm"][score] for sources in rows.values() if "llm" in sources]
+        pairs = [(s["llm"][score], s["baseline"][score]) for s in rows.values() if "llm" in s and "baseline" in s]
+        out.update(_flat(f"detection_{score}", summarise(own, undefined_as_zero=False)))
+        out.update(_flat(f"detection_{score}_lift", _lift_stats(pairs, as_zero=False)))
+    return out
+
+
 def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     """Counts, settings hash(es), score statistics (:func:`score_statistics`, see the module docstring) and
     LLM usage summed over every recorded call (cost_usd None when some call's price is unknown; then
@@ -95,6 +115,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     run = store.require_run(run_id)
     columns = (*HEADLINE_SCORES, *SECONDARY_SCORES, *_NULL_COLUMNS)
     rows = store.score_rows(run_id, columns)
+    detection = store.detection_rows(run_id, DETECTION_SCORES)
     stages = store.stage_counts(run_id)
     hashes = store.settings_hash_counts(run_id)
     n_permutations = int((run["config"].get("scoring") or {}).get("n_permutations") or 0)
@@ -107,8 +128,10 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         "sae_fingerprint": run["sae_fingerprint"],
         "settings_hash": ",".join(h for h in hashes if h) or None,
         "sampled": sum(stages.values()),
-        "scored": sum("llm" in sources for sources in rows.values()),
+        # a feature counts as scored when any scorer judged its LLM explanation
+        "scored": len({f for table in (rows, detection) for f, sources in table.items() if "llm" in sources}),
         "failed": stages.get("failed", 0),
         **score_statistics(rows, n_permutations),
+        **detection_statistics(detection),
         **store.call_totals(run_id),
     }

@@ -50,6 +50,42 @@ SPLITS = ("explain", "score")
 _GROUPS = ("top", "interval", "random", "nonactivating")
 _HASH_PRIME = (1 << 61) - 1
 
+# ---- counter-based draws -------------------------------------------------------------------------
+# What is drawn: each gets its own stream of the seed, so draws of different kinds are unrelated.
+SALT_SPLIT, SALT_KEY, SALT_RANDOM, SALT_RANDOM_START, SALT_START, SALT_WINDOW_HASH = range(1, 7)
+MASK32 = 0xFFFFFFFF
+NO_KEY = 1 << 32  # above every key: an empty reservoir slot
+
+
+def _mul32(x, c: int):
+    """x * c mod 2^32 for x in [0, 2^32) (int64 tensor or int) and a constant c < 2^32. Split in 16-bit
+    halves so no product passes 2^48: int64 overflow is never reached (its wrap is not defined)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & MASK32
+
+
+def fmix32(x):
+    """MurmurHash3's 32-bit finaliser, a bijection of [0, 2^32) (int64 tensor or int). Values stay
+    non-negative, so `>>` is the logical shift the finaliser needs."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def stream(seed: int, salt: int) -> int:
+    """A 32-bit start state for one kind of draw under one seed (any Python int, taken mod 2^64)."""
+    s = seed & ((1 << 64) - 1)
+    h = fmix32((salt * 0x9E3779B9) & MASK32)
+    h = fmix32(h ^ (s & MASK32))
+    return fmix32(h ^ (s >> 32))
+
+
+def draw(state, index):
+    """Key in [0, 2^32) of `index` (ids < 2^32) under `state`; a bijection of `index` for a fixed state,
+    so keys of distinct ids never tie. Chain it for several ids: draw(draw(s, feature), context)."""
+    return fmix32(state ^ index)
+
 
 @dataclass
 class SplitState:
@@ -103,14 +139,20 @@ class SamplerState:
         self.L, self.W, self.first = context_size, W, first_position
         F, G = len(features), cfg.interval_grid
         self.M = max(cfg.per_interval_explain, cfg.per_interval_score) + 2
-        gen = torch.Generator().manual_seed(cfg.seed)
-        explain_mask = torch.rand(n_contexts, generator=gen) < cfg.explain_fraction
+        seed = cfg.seed
+        context_ids = torch.arange(n_contexts, dtype=torch.int64)
+        explain_mask = draw(stream(seed, SALT_SPLIT), context_ids) < round(cfg.explain_fraction * (1 << 32))
         # 0 explain, 1 score; one byte per context is the only state that grows with the corpus.
         split_host = torch.where(explain_mask, 0, 1).to(torch.int8)
         self.split_of_context = split_host.to(self.device)
         self._split_host = split_host  # the same table on the host: a batch's splits without a device sync
         # Window-hash weights: a window's hash is sum_j token_j * weight_j mod a prime.
-        self.hash_weights_W = torch.randint(1, 1 << 30, (W,), generator=gen).to(self.device)
+        weights_W = 1 + draw(stream(seed, SALT_WINDOW_HASH), torch.arange(W, dtype=torch.int64)) % ((1 << 30) - 1)
+        self.hash_weights_W = weights_W.to(self.device)
+        # Per-feature key states: a (feature, context) key is draw(feature_state, context).
+        features_F = torch.tensor(features, dtype=torch.int64)
+        self.feature_state_F = draw(stream(seed, SALT_KEY), features_F).to(self.device)
+        self._start_state = stream(seed, SALT_START)
         self._n_tokens = torch.zeros((), dtype=torch.int64, device=self.device)  # read once, at the end
         self.n_active_F = torch.zeros(F, dtype=torch.int64, device=self.device)
         self.sum_active_F = torch.zeros(F, dtype=torch.float64, device=self.device)
@@ -123,17 +165,22 @@ class SamplerState:
             (cfg.n_top_score, cfg.n_random_score, cfg.per_interval_score),
         ]
         n_nonact = [0, cfg.n_nonactivating_score]
+        random_key = draw(stream(seed, SALT_RANDOM), context_ids)
+        random_start = self._offset(draw(stream(seed, SALT_RANDOM_START), context_ids))
         for split, (n_top, n_random, _) in enumerate(counts):
             pool = torch.nonzero(split_host == split).flatten()
-            pick = pool[torch.randperm(len(pool), generator=gen)[:n_random]].sort().values
-            starts = torch.randint(first_position, context_size - W + 1, (len(pick),), generator=gen)
-            self.splits.append(self._empty_split(F, n_top, n_nonact[split], pick, starts))
+            # The n_random smallest keys (distinct: draw is a bijection of the context id).
+            pick = pool[random_key[pool].argsort()[:n_random]].sort().values
+            self.splits.append(self._empty_split(F, n_top, n_nonact[split], pick, random_start[pick]))
         # Random contexts on the host: context id -> [(split, slot r, start)].
         self._random_hits: dict[int, list[tuple[int, int, int]]] = {}
         for split, state in enumerate(self.splits):
             for r, (ctx, start) in enumerate(zip(state.random_contexts_R.tolist(), state.random_starts_R.tolist())):
                 self._random_hits.setdefault(ctx, []).append((split, r, start))
-        self.batch_index = 0
+
+    def _offset(self, key: Tensor) -> Tensor:
+        """A window start in [first, L - W] from a key in [0, 2^32) (bias below 2^-20 for L < 4096)."""
+        return self.first + key % (self.L - self.W + 1 - self.first)
 
     @property
     def n_tokens(self) -> int:
@@ -148,12 +195,12 @@ class SamplerState:
             top_start_FK=_fill((F, K), 0, torch.int64, dev),
             top_hash_FK=_fill((F, K), -1, torch.int64, dev),
             top_acts_FKW=_fill((F, K, W), 0.0, torch.float32, dev),
-            cell_key_FGM=_fill((F, G, M), math.inf, torch.float32, dev),
+            cell_key_FGM=_fill((F, G, M), NO_KEY, torch.int64, dev),
             cell_value_FGM=_fill((F, G, M), 0.0, torch.float32, dev),
             cell_context_FGM=_fill((F, G, M), -1, torch.int64, dev),
             cell_start_FGM=_fill((F, G, M), 0, torch.int64, dev),
             cell_acts_FGMW=_fill((F, G, M, W), 0.0, torch.float32, dev),
-            nonact_key_FN=_fill((F, N), math.inf, torch.float32, dev),
+            nonact_key_FN=_fill((F, N), NO_KEY, torch.int64, dev),
             nonact_context_FN=_fill((F, N), -1, torch.int64, dev),
             nonact_start_FN=_fill((F, N), 0, torch.int64, dev),
             random_contexts_R=random_contexts.to(dev),
@@ -170,14 +217,15 @@ class SamplerState:
         sampler reads it there (splits, random contexts) and copies it to its device itself."""
         acts_BLF = torch.where(valid_BL[..., None], acts_BLF.float(), 0.0)
         B, L, F = acts_BLF.shape
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + self.batch_index)
-        self.batch_index += 1
         ids_host = context_ids_B.cpu()
         context_ids_B = context_ids_B.to(self.device)
 
         active_BLF = acts_BLF > 0
         self._n_tokens += valid_BL.sum()
         self.n_active_F += active_BLF.sum((0, 1))
+        # A float64 sum of float32 values is exact (so independent of which other features share the
+        # reduction) while one batch's values span under 2^(29 - log2 tokens), 2^14 for 32k tokens;
+        # wider spans can differ in the last bit between feature sets. Windows never depend on it.
         self.sum_active_F += acts_BLF.sum((0, 1), dtype=torch.float64)
         peak_BF, argmax_BF = acts_BLF.max(dim=1)
         batch_max_F = peak_BF.max(0).values
@@ -185,14 +233,17 @@ class SamplerState:
         self.max_F = torch.maximum(self.max_F, batch_max_F)
         self._add_histogram(acts_BLF, active_BLF)
 
-        # One candidate window per (context, feature): around the peak, or at a random offset if none.
-        random_start_B = torch.randint(self.first, L - self.W + 1, (B,), generator=gen, device=self.device)
+        # One candidate window per (context, feature): around the peak, or at the context's hashed
+        # offset if the feature does not fire there.
+        hashed_start_B = self._offset(draw(self._start_state, context_ids_B))
         peak_start_BF = (argmax_BF - self.cfg.window_left).clamp(self.first, L - self.W)
-        start_BF = torch.where(peak_BF > 0, peak_start_BF, random_start_B[:, None])
+        start_BF = torch.where(peak_BF > 0, peak_start_BF, hashed_start_B[:, None])
         window_acts_BFW = self._cut(acts_BLF, start_BF)
         window_hash_BF = self._window_hashes(tokens_BL).gather(1, start_BF)
         has_valid_B = valid_BL.any(1)
-        keys_BF = torch.rand(B, F, generator=gen, device=self.device)
+        # Key of (feature, context): interval and non-activating reservoirs keep the smallest. A context
+        # is in at most one of them per feature (fires or not), so one key serves both.
+        keys_BF = draw(self.feature_state_F[None, :], context_ids_B[:, None])
         split_B = self.split_of_context[context_ids_B]
         present_splits = set(self._split_host[ids_host].tolist())
         for split, state in enumerate(self.splits):
@@ -253,7 +304,7 @@ class SamplerState:
         n_new = -(-G // run)
         pad = n_new * run - G
         fields = (
-            ("cell_key_FGM", math.inf),
+            ("cell_key_FGM", NO_KEY),
             ("cell_value_FGM", 0.0),
             ("cell_context_FGM", -1),
             ("cell_start_FGM", 0),
@@ -320,13 +371,13 @@ class SamplerState:
         rows_U, row_of_C = torch.unique(f_C * G + cell_C, return_inverse=True)
         U = len(rows_U)
         key_flat = state.cell_key_FGM.view(F * G, M)
-        # Columns 0..M-1: the row's slots; column M + b: context b's candidate (+inf where it has none).
-        key_UX = torch.full((U, M + B), math.inf, dtype=key_flat.dtype, device=self.device)
+        # Columns 0..M-1: the row's slots; column M + b: context b's candidate (NO_KEY where it has none).
+        key_UX = torch.full((U, M + B), NO_KEY, dtype=key_flat.dtype, device=self.device)
         key_UX[:, :M] = key_flat[rows_U]
         key_UX[row_of_C, M + b_C] = keys_BF[b_C, f_C]
         key_UM, pick_UM = key_UX.topk(M, dim=1, largest=False)
         new_UM = pick_UM >= M
-        filled_UM = torch.isfinite(key_UM)
+        filled_UM = key_UM < NO_KEY
         take_new_UM = new_UM & filled_UM
         empty_UM = new_UM & ~filled_UM  # an unfilled slot keeps the empty defaults
         old_UM = pick_UM.clamp_max(M - 1)
@@ -353,7 +404,7 @@ class SamplerState:
         if N == 0:
             return
         F, B = silent_BF.shape[1], silent_BF.shape[0]
-        key = torch.cat([state.nonact_key_FN, torch.where(silent_BF, keys_BF, math.inf).T], 1)
+        key = torch.cat([state.nonact_key_FN, torch.where(silent_BF, keys_BF, NO_KEY).T], 1)
         best = key.topk(N, dim=1, largest=False).indices
         state.nonact_key_FN = key.gather(1, best)
         ctx = torch.cat([state.nonact_context_FN, context_ids_B.to(self.device).expand(F, B)], 1)
@@ -478,7 +529,7 @@ class SamplerState:
         key_FGM = host["cell_key_FGM"]
         n_int_F = np.minimum(self.cfg.n_intervals, n_cells_F)
         cell_G = np.arange(key_FGM.shape[1])
-        usable = np.isfinite(key_FGM) & (cell_G[None, :, None] < n_cells_F[:, None, None])
+        usable = (key_FGM < NO_KEY) & (cell_G[None, :, None] < n_cells_F[:, None, None])
         f, c, m = np.nonzero(usable if per_interval else np.zeros_like(usable))
         context = host["cell_context_FGM"][f, c, m]
         n_contexts = len(self._split_host)
@@ -506,7 +557,7 @@ class SamplerState:
             2,
         )
 
-        f, n = np.nonzero(np.isfinite(host["nonact_key_FN"]))
+        f, n = np.nonzero(host["nonact_key_FN"] < NO_KEY)
         part(f, host["nonact_context_FN"][f, n], host["nonact_start_FN"][f, n], np.zeros((len(f), W), np.float32), 3)
         return parts
 

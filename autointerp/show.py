@@ -51,6 +51,8 @@ def feature_view(report: FeatureReport, n_windows: int = 8) -> list[RenderableTy
         view.append(Text(f"failed: {error}", style="red"))
     if report.scores:
         view += score_views(report)
+    if report.detection:
+        view += detection_views(report)
         details = json.loads(report.scores["json"]).get("details", {}) if report.scores.get("json") else {}
         reliability = details.get("reliability") or []
         if reliability:
@@ -147,6 +149,33 @@ def score_views(report: FeatureReport) -> list[RenderableType]:
     return view
 
 
+DETECTION_METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auroc")
+DETECTION_GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
+
+
+def detection_views(report: FeatureReport) -> list[RenderableType]:
+    """The detection scores of one feature: each metric for the LLM explanation and each control (truth: the
+    feature fired in the window), the lift over the baseline, and per window group the share judged yes
+    (recall on top/interval windows, false-positive rate on nonactivating/hard-negative ones)."""
+    rows = report.detection
+    order = sorted(rows, key=lambda k: (k != "llm", k))
+    names = ["llm explanation" if k == "llm" else f"control: {rows[k].get('explanation_source', k)}" for k in order]
+    llm = rows.get("llm", {})
+    mode = f"{llm.get('mode')}, {llm.get('n_windows')} windows ({llm.get('n_positive')} fired)" if llm else ""
+    table = Table("metric", *names, title=f"detection ({mode})" if mode else "detection")
+    for metric in DETECTION_METRICS:
+        table.add_row(metric, *(_fmt(rows[k].get(metric)) for k in order))
+    if "llm" in rows and "baseline" in rows:
+        for metric in ("balanced_accuracy", "auroc"):
+            a, c = rows["llm"].get(metric), rows["baseline"].get(metric)
+            table.add_row(f"lift over baseline ({metric})", _fmt(None if a is None or c is None else a - c))
+    for group in DETECTION_GROUPS:
+        cells = [rows[k].get(f"yes_rate_{group}") for k in order]
+        if any(c is not None for c in cells):
+            table.add_row(f"yes rate: {group}", *("-" if c is None else f"{c:.2f}" for c in cells))
+    return [table]
+
+
 def load_feature_report(run_dir: Path, feature: int) -> FeatureReport:
     """One feature's report from the latest run in `run_dir`; InputError naming the run's features if absent."""
     from autointerp.store import RunStore
@@ -187,10 +216,16 @@ def summary_table(summary: dict) -> Table:
         ("null_correlation", "  permutation null's mean r"),
         ("null_z", "  z over permutation null"),
         ("null_p05", "  share with p < 0.05 (permutation)"),
-        ("auroc", "detection AUROC"),
+        ("auroc", "simulation AUROC (window max)"),
         ("auroc_lift", "  lift over baseline explanation"),
         ("auroc_lift_other", "  lift over another feature's explanation"),
         ("balanced_accuracy", "balanced accuracy"),
+        ("detection_balanced_accuracy", "detection: balanced accuracy"),
+        ("detection_balanced_accuracy_lift", "  lift over baseline explanation"),
+        ("detection_precision", "detection: precision"),
+        ("detection_recall", "detection: recall"),
+        ("detection_auroc", "detection: AUROC from P(yes)"),
+        ("detection_auroc_lift", "  lift over baseline explanation"),
         ("ece", "ECE (calibration set)"),
         ("binarity", "binarity (calibration set)"),
     ):

@@ -89,7 +89,8 @@ from autointerp.explain import (  # noqa: E402
     parse_explanation,
 )
 from autointerp.llm import make_backend  # noqa: E402
-from autointerp.llm.pricing import PRICES  # noqa: E402
+from autointerp.llm.models import model_info  # noqa: E402
+from autointerp.llm.spec import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL  # noqa: E402
 from autointerp.llm_calls import LLMStageFailure  # noqa: E402
 from autointerp.prompts import escape_token  # noqa: E402
 from autointerp.records import CallRecord, FeatureSample, FeatureStats, Usage, Window  # noqa: E402
@@ -669,42 +670,55 @@ def real_token_counts(pool: Sequence[FeatureSample], cfg: RunConfig, oracle: Ora
     return out
 
 
-COST_ROWS = (  # (model, simulation answer, prompt cache used)
-    ("claude-haiku-5-5", "sampled", True),
-    ("claude-haiku-5-5", "sampled", False),
-    ("claude-haiku-5-5", "dense", False),  # for comparison: the same model writing the full listing
-    ("gpt-4o-mini", "logprob", True),
-    ("gpt-4o-mini", "logprob", False),
+# The default models (autointerp.llm.spec) and, for comparison, gpt-4o-mini's announced successor
+# (gpt-6-luna: no logprobs per the model table, so the sampled answer). (model, simulation answer)
+COST_MODELS = (
+    (DEFAULT_ANTHROPIC_MODEL, "sampled"),
+    (DEFAULT_OPENAI_MODEL, "logprob"),
+    ("gpt-6-luna", "sampled"),
 )
-CACHE_MINIMUM_TOKENS = 1024  # the smallest cacheable prefix anywhere (OpenAI; Anthropic 1024-4096 by model)
+SCENARIOS = ("list price", "caching", "batch", "caching + batch")
+SIM_STAGE = {"sampled": "sim_sampled", "logprob": "sim_logprob"}
 
 
-def _stage_cost(price, counts: dict[str, float], cached: bool, prefix: str, output_key: str | None = None) -> float:
-    """USD per 1,000 calls of one stage."""
-    shared, own = counts[f"{prefix}.shared"], counts[f"{prefix}.input"]
-    usage = Usage(
-        input_tokens=round(own + (0 if cached else shared)),
-        cached_input_tokens=round(shared if cached else 0),
-        output_tokens=round(counts[output_key or f"{prefix}.output"]),
+def _stage_usage(counts: dict[str, float], stage: str, cached: bool, minimum: int) -> tuple[Usage, Usage]:
+    """(usage of one call, cache writes per 1,000 calls) of one stage. With caching, the shared prefix is
+    read from the cache only when it clears the model's minimum; it is written once per 1,000 calls (calls
+    keep coming within the cache's 5-minute lifetime)."""
+    shared, own, out = counts[f"{stage}.shared"], counts[f"{stage}.input"], counts[f"{stage}.output"]
+    hits = cached and shared >= minimum
+    per_call = Usage(
+        input_tokens=round(own + (0 if hits else shared)),
+        cached_input_tokens=round(shared if hits else 0),
+        output_tokens=round(out),
     )
-    return price.cost(usage) * 1000
+    return per_call, Usage(cache_write_tokens=round(shared) if hits else 0)
 
 
-def costs(counts: dict[str, float]) -> dict[str, dict[str, float]]:
-    """USD per 1,000 features from one tokenizer's counts: per row of COST_ROWS, explain, simulate, the
-    core (1 explain + 1 simulate) and a default run (1 explain + 3 simulate). Cached: the shared prefix
-    (system + few-shot turns) is billed as cache reads (the one cache write per TTL is left out)."""
-    result = {}
-    for model, answer, cached in COST_ROWS:
-        price = PRICES[model]
-
-        e = _stage_cost(price, counts, cached, "explain")
-        if answer == "dense":  # the listing prompt and answer, on this model
-            sim = _stage_cost(price, counts, cached, "sim_logprob", "dense_listing")
-        else:
-            sim = _stage_cost(price, counts, cached, "sim_sampled" if answer == "sampled" else "sim_logprob")
-        key = f"{model} {answer} answer, {'cached' if cached else 'no cache'}"
-        result[key] = {"explain": e, "simulate": sim, "core": e + sim, "default_run": e + DEFAULT_RUN_SIMULATIONS * sim}
+def costs(counts: dict[str, float]) -> dict[str, dict]:
+    """Per COST_MODELS row and scenario: USD and tokens per 1,000 features from one tokenizer's counts, for
+    explain, simulate, the core (1 explain + 1 simulate) and a default run (1 explain + 3 simulations: the
+    feature's own and the two controls). Prices, batch discounts and cache minimums: the model table."""
+    result: dict[str, dict] = {}
+    for model, answer in COST_MODELS:
+        info = model_info(model)
+        assert info is not None and info.price is not None, f"{model} is not priced in the model table"
+        rows = {}
+        for scenario in SCENARIOS:
+            cached, batch = "caching" in scenario, "batch" in scenario
+            row: dict[str, float] = {}
+            for label, stage in (("explain", "explain"), ("simulate", SIM_STAGE[answer])):
+                call, writes = _stage_usage(counts, stage, cached, info.min_cache_tokens)
+                usd = 1000 * info.price.cost(call, batch=batch) + info.price.cost(writes, batch=batch)
+                row[label] = usd
+                row[f"{label}.tokens"] = 1000 * (call.input_tokens + call.cached_input_tokens + call.output_tokens)
+                row[f"{label}.cached"] = call.cached_input_tokens > 0
+            row["core"] = row["explain"] + row["simulate"]
+            row["default_run"] = row["explain"] + DEFAULT_RUN_SIMULATIONS * row["simulate"]
+            row["core.tokens"] = row["explain.tokens"] + row["simulate.tokens"]
+            row["default_run.tokens"] = row["explain.tokens"] + DEFAULT_RUN_SIMULATIONS * row["simulate.tokens"]
+            rows[scenario] = row
+        result[f"{model} ({answer})"] = {"min_cache_tokens": info.min_cache_tokens, "scenarios": rows}
     return result
 
 
@@ -752,22 +766,34 @@ def print_tokens(counts: dict[str, dict[str, float]]) -> None:
             f"({c['dense_numbers'] / sparse:.1f}x)"
         )
         for stage in ("explain", "sim_sampled", "sim_logprob"):
-            if c[f"{stage}.shared"] < CACHE_MINIMUM_TOKENS:
+            below = [m for m, _ in COST_MODELS if c[f"{stage}.shared"] < model_info(m).min_cache_tokens]
+            if below:
                 print(
-                    f"    {stage}: shared prefix {c[f'{stage}.shared']:.0f} tokens < {CACHE_MINIMUM_TOKENS}: "
-                    "below every provider's minimum cacheable prompt, so not cached in practice"
+                    f"    {stage}: shared prefix {c[f'{stage}.shared']:.0f} tokens is below the minimum cacheable "
+                    f"prefix of {', '.join(f'{m} ({model_info(m).min_cache_tokens})' for m in below)}: not cached there"
                 )
 
 
-def print_costs(cost_by_tokenizer: dict[str, dict[str, dict[str, float]]]) -> None:
-    print("\nUSD per 1,000 features (core = 1 explain + 1 simulate; default run = 1 explain + 3 simulate):")
+def print_costs(cost_by_tokenizer: dict[str, dict[str, dict]]) -> None:
+    print(
+        "\nPer 1,000 features: USD and millions of tokens (core = 1 explain + 1 simulate; default run = 1 explain "
+        "+ 3 simulate). List prices, batch discounts and cache minimums from autointerp/llm/models.toml; caching "
+        "reads the shared prefix from the cache only where it clears the model's minimum (* = it does):"
+    )
     for n, table in cost_by_tokenizer.items():
         print(f"  by {n} counts:")
-        for key, row in table.items():
-            print(
-                f"    {key:44} explain {row['explain']:7.3f}  simulate {row['simulate']:7.3f}  "
-                f"core {row['core']:7.3f}  default run {row['default_run']:7.3f}"
-            )
+        print(
+            f"    {'model':26} {'scenario':16} {'explain':>9} {'simulate':>9} {'core':>9} {'default run':>11} "
+            f"{'Mtok core':>9} {'Mtok run':>9}"
+        )
+        for key, entry in table.items():
+            for scenario, row in entry["scenarios"].items():
+                mark = {stage: "*" if row[f"{stage}.cached"] else " " for stage in ("explain", "simulate")}
+                print(
+                    f"    {key:26} {scenario:16} {row['explain']:8.3f}{mark['explain']} "
+                    f"{row['simulate']:8.3f}{mark['simulate']} {row['core']:9.3f} {row['default_run']:11.3f} "
+                    f"{row['core.tokens'] / 1e6:9.2f} {row['default_run.tokens'] / 1e6:9.2f}"
+                )
     print(
         f"  anchors (delphi paper): simulation ~${DELPHI_ANCHORS['simulation']:g}, "
         f"explanation ~${DELPHI_ANCHORS['explanation']:g} per 1,000 latents"
@@ -816,6 +842,7 @@ def main() -> None:
     parser.add_argument("--samples", choices=["auto", "db", "handmade"], default="auto")
     parser.add_argument("--db", type=Path, default=DEMO_DB, help="run directory holding autointerp.sqlite")
     parser.add_argument("--out", type=Path, default=None, help="write every figure to this JSON file")
+    parser.add_argument("--costs-only", action="store_true", help="token counts and costs only, no throughput")
     args = parser.parse_args()
     limits = [int(x) for x in args.limits.split(",") if x]
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -839,11 +866,14 @@ def main() -> None:
     cost_by_tokenizer = {n: costs(c) for n, c in counts.items()}
     print_costs(cost_by_tokenizer)
 
+    if args.costs_only:
+        protocols = []
     where = "in a child process" if args.server_process else "in this process (shared GIL)"
-    print(
-        f"\nThroughput, server latency {args.latency:g} s, server {where}; ideal features/min = 60 * limit / "
-        f"({CALLS_PER_FEATURE} calls * {args.latency:g} s):"
-    )
+    if protocols:
+        print(
+            f"\nThroughput, server latency {args.latency:g} s, server {where}; ideal features/min = 60 * limit / "
+            f"({CALLS_PER_FEATURE} calls * {args.latency:g} s):"
+        )
     groups = []
     for protocol in protocols:
         for limit in limits:
@@ -855,7 +885,8 @@ def main() -> None:
                     for _ in range(repeats)
                 ]
             )
-    print_throughput(groups)
+    if groups:
+        print_throughput(groups)
     for protocol in protocols:
         m = next(g[0] for g in groups if g[0].protocol == protocol)
         print(

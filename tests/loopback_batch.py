@@ -253,7 +253,9 @@ class BatchEndpoints:
             if outcome == "errored":
                 status = item["status"]
                 error = {"message": f"loopback fault {status}", "type": "loopback_error", "code": str(status)}
-                line.update(response={"status_code": status, "request_id": "req_x", "body": {"error": error}}, error=None)
+                line.update(
+                    response={"status_code": status, "request_id": "req_x", "body": {"error": error}}, error=None
+                )
             else:
                 code = "batch_expired" if outcome == "expired" else "batch_cancelled"
                 line.update(response=None, error={"code": code, "message": f"request {outcome} before it ran"})
@@ -279,7 +281,12 @@ class BatchEndpoints:
             self._openai_files(batch)
         errors = None
         if batch.failed:
-            errors = {"object": "list", "data": [{"code": "invalid_file", "message": "loopback fault: bad input file", "line": 1, "param": None}]}
+            errors = {
+                "object": "list",
+                "data": [
+                    {"code": "invalid_file", "message": "loopback fault: bad input file", "line": 1, "param": None}
+                ],
+            }
         return {
             "id": batch.id,
             "object": "batch",

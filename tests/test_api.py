@@ -76,7 +76,7 @@ def test_score_checkpoint_reports_through_the_reporter_it_is_given(tiny_model, t
         sae, tiny_model, tokens, db=tmp_path / "db", training_run="r", step=0, n_features=3, reporter=recorder
     )
     assert any(note.startswith("LLM stages: explainer baseline") for note in recorder.notes), recorder.notes
-    assert recorder.tasks == {"explaining": [3, 3], "simulating + scoring": [3, 3]}
+    assert recorder.tasks == {"explaining": [3, 3], "scoring (simulation + detection)": [3, 3]}
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, 
 from autointerp.baseline import baseline_explanation
 from autointerp.config import RunConfig
 from autointerp.errors import InputError
-from autointerp.interpret import score_simulation
+from autointerp.scorers.simulation import score_simulation
 from autointerp.llm import LLMRequest, LLMResponse, TokenLogprob, make_backend
 from autointerp.llm.base import BackendOptions, LLMBackend
 from autointerp.records import FeatureSample, Usage, Window

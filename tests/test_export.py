@@ -1,15 +1,24 @@
-"""Tests for autointerp/export: every format checked against its field list by a validator written here."""
+"""Tests for autointerp/export: registry and options, the Neuronpedia upload batch (against the route's
+rules and through Neuronpedia's own Python client), activation bins, JSONL and HTML.
+
+SAEDashboard and SAEBench are checked with their own packages' classes in test_saedashboard_export.py and
+test_saebench_export.py; a real run exported through the CLI in test_export_run.py.
+"""
 
 import base64
 import hashlib
 import json
-import math
 import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_export import make_context, validate_neuronpedia_batch
 from helpers_reports import (
+    BACKEND,
     HOSTILE_EXPLANATION,
     HOSTILE_TOKENS,
     MODEL_NAME,
@@ -25,87 +34,15 @@ from autointerp.export import EXPORTERS, export, exporter_options
 from autointerp.export.common import activation_bins, histogram_share
 from autointerp.export.html import embed_json
 from autointerp.export.neuronpedia import clip_explanation, utf16_len
-from autointerp.records import FeatureReport
+from autointerp.records import Explanation, FeatureReport, TokenLogit
 from autointerp.scoring import COLUMNS
 
-GROUPS = {"top", "interval", "random", "nonactivating"}
-SPLITS = {"explain", "score"}
+README = Path(__file__).resolve().parents[1] / "README.md"
+ACTIVATING = ("top", "interval")
 
 
-def is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Validators, one per format
-
-
-def validate_neuronpedia_batch(body: Any) -> None:
-    """The upload-batch endpoint's schema: modelId, source, 1..128 features with index, density,
-    explanations (text 1..512 UTF-16 units), activations (>= 1; tokens/values 1..1024, same length)."""
-    assert set(body) == {"modelId", "source", "features"}
-    for key in ("modelId", "source"):
-        assert isinstance(body[key], str) and body[key] and body[key] == body[key].lower()
-    features = body["features"]
-    assert isinstance(features, list) and 1 <= len(features) <= 128
-    assert len({f["index"] for f in features}) == len(features), "indexes must be unique in a batch"
-    for feature in features:
-        assert set(feature) == {"index", "density", "explanations", "activations"}
-        assert isinstance(feature["index"], int) and not isinstance(feature["index"], bool)
-        assert 0 <= feature["index"] <= 10_000_000
-        assert is_number(feature["density"]) and 0 <= feature["density"] <= 1
-        assert isinstance(feature["explanations"], list)
-        for explanation in feature["explanations"]:
-            assert set(explanation) == {"text", "methodName", "modelName"}
-            assert isinstance(explanation["text"], str) and 1 <= utf16_len(explanation["text"]) <= 512
-            for key in ("methodName", "modelName"):
-                value = explanation[key]
-                assert value is None or (isinstance(value, str) and value == value.lower())
-        activations = feature["activations"]
-        assert isinstance(activations, list) and len(activations) >= 1
-        for act in activations:
-            assert set(act) == {"tokens", "values", "quantileMax", "quantileMin", "quantileFraction"}
-            tokens, values = act["tokens"], act["values"]
-            assert isinstance(tokens, list) and 1 <= len(tokens) <= 1024
-            assert all(isinstance(t, str) and t for t in tokens), "tokens must be non-empty strings"
-            assert isinstance(values, list) and len(values) == len(tokens)
-            assert all(is_number(v) for v in values)
-            for key in ("quantileMax", "quantileMin"):
-                assert act[key] is None or (is_number(act[key]) and act[key] <= 99_999_999)
-            assert act["quantileMin"] <= act["quantileMax"]
-            fraction = act["quantileFraction"]
-            assert fraction is None or (is_number(fraction) and 0 <= fraction <= 1)
-
-
-def validate_saedashboard(doc: Any) -> None:
-    assert set(doc) == {"features"} and isinstance(doc["features"], list)
-    for feature in doc["features"]:
-        assert {
-            "feature_index",
-            "frac_nonzero",
-            "max_activation",
-            "explanation",
-            "scores",
-            "activations",
-            "histogram",
-        } <= set(feature)
-        assert isinstance(feature["feature_index"], int)
-        assert is_number(feature["frac_nonzero"]) and 0 <= feature["frac_nonzero"] <= 1
-        assert is_number(feature["max_activation"])
-        assert feature["explanation"] is None or isinstance(feature["explanation"], str)
-        assert feature["scores"] is None or set(feature["scores"]) == set(COLUMNS)
-        for act in feature["activations"]:
-            assert {"bin_min", "bin_max", "bin_contains", "tokens", "values", "group", "split"} <= set(act)
-            assert is_number(act["bin_min"]) and is_number(act["bin_max"]) and act["bin_min"] <= act["bin_max"]
-            assert act["bin_contains"] is None or 0 <= act["bin_contains"] <= 1
-            assert all(isinstance(t, str) for t in act["tokens"])
-            assert len(act["values"]) == len(act["tokens"]) and all(is_number(v) for v in act["values"])
-            assert act["group"] in GROUPS and act["split"] in SPLITS
-            assert max(act["values"]) <= act["bin_max"] + 1e-9 or act["group"] != "top"
-        hist = feature["histogram"]
-        assert {"bin_edges", "counts"} <= set(hist)
-        assert len(hist["bin_edges"]) == len(hist["counts"]) + 1
-        assert all(isinstance(c, int) and c >= 0 for c in hist["counts"])
+def read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def validate_jsonl_record(record: Any) -> None:
@@ -116,6 +53,9 @@ def validate_jsonl_record(record: Any) -> None:
         "scores",
         "score_details",
         "controls",
+        "detection",
+        "top_logits",
+        "bottom_logits",
         "stats",
         "errors",
     } <= set(record)
@@ -138,13 +78,34 @@ def validate_jsonl_record(record: Any) -> None:
     assert all(isinstance(e, str) for e in record["errors"])
 
 
+def baseline_explained(report: FeatureReport) -> FeatureReport:
+    """The report as a run with `--explainer baseline` stores it: the top-tokens control as its explanation."""
+    assert report.explanation is not None
+    report.explanation = Explanation(
+        feature=report.feature,
+        text="[baseline] top tokens: dog, cat",
+        raw_completion="",
+        backend="baseline",
+        prompt_hash="0" * 64,
+    )
+    return report
+
+
 # ---------------------------------------------------------------------------------------------------
 # Registry and export()
 
 
 def test_registry_names_and_options() -> None:
-    assert list(EXPORTERS) == ["html", "jsonl", "neuronpedia", "saedashboard"]
-    assert exporter_options("neuronpedia") == ["model_id", "source", "method_name", "batch_size"]
+    assert list(EXPORTERS) == ["html", "jsonl", "neuronpedia", "saebench", "saedashboard"]
+    assert exporter_options("neuronpedia") == [
+        "model_id",
+        "source",
+        "set_name",
+        "explanation_type",
+        "explanation_model",
+        "batch_size",
+    ]
+    assert exporter_options("saebench") == ["scorer", "metric", "sae_release", "sae_id"]
     assert exporter_options("html") == ["title"]
     with pytest.raises(InputError, match="Unknown exporter 'csv'"):
         export("csv", [], "unused")
@@ -153,6 +114,10 @@ def test_registry_names_and_options() -> None:
 def test_unknown_option_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="titel"):
         export("html", make_reports(2), tmp_path, titel="x")
+    with pytest.raises(InputError, match="found scorer; expected no options"):
+        export("jsonl", make_reports(2), tmp_path, scorer="x")
+    # The run context goes only to the exporters that take one; the others run without it.
+    assert export("jsonl", make_reports(2), tmp_path, context=make_context()) == [tmp_path / "features.jsonl"]
 
 
 def test_duplicate_feature_is_refused(tmp_path: Path) -> None:
@@ -161,7 +126,7 @@ def test_duplicate_feature_is_refused(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Neuronpedia
+# Neuronpedia: the route's rules
 
 
 def test_neuronpedia_splits_300_features_into_batches_of_128(tmp_path: Path) -> None:
@@ -170,7 +135,7 @@ def test_neuronpedia_splits_300_features_into_batches_of_128(tmp_path: Path) -> 
     assert [p.name for p in paths] == ["batch-000.json", "batch-001.json", "batch-002.json", "scores.json"]
     sizes, indexes = [], []
     for path in paths[:-1]:
-        body = json.loads(path.read_text(encoding="utf-8"))
+        body = read(path)
         validate_neuronpedia_batch(body)
         assert body["modelId"] == "smollm2-135m" and body["source"] == "8-res-demo"
         sizes.append(len(body["features"]))
@@ -178,12 +143,13 @@ def test_neuronpedia_splits_300_features_into_batches_of_128(tmp_path: Path) -> 
     assert sizes == [128, 128, 44]
     assert indexes == list(range(300))
 
-    side = json.loads(paths[-1].read_text(encoding="utf-8"))
+    side = read(paths[-1])
     assert side["columns"] == list(COLUMNS)
     assert side["batches"] == ["batch-000.json", "batch-001.json", "batch-002.json"]
     assert len(side["features"]) == 300 and side["skipped"] == []
     assert set(side["features"]["0"]["scores"]) == set(COLUMNS)
     assert set(side["features"]["0"]["controls"]["baseline"]) == set(COLUMNS)
+    assert side["features"]["0"]["explanationBackend"] == BACKEND
     failed = side["features"]["8"]  # every 9th report failed to explain
     assert failed["scores"] is None and failed["errors"] and failed["errors"][0].startswith("explain:")
 
@@ -192,10 +158,45 @@ def test_neuronpedia_splits_300_features_into_batches_of_128(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch-000.json", "scores.json"]
 
 
-def test_neuronpedia_explanation_limits_and_skips(tmp_path: Path) -> None:
+def test_neuronpedia_only_real_activating_windows(tmp_path: Path) -> None:
+    reports = make_reports(9)
+    body = read(export("neuronpedia", reports, tmp_path)[0])
+    validate_neuronpedia_batch(body)
+    for entry, report in zip(body["features"], reports, strict=True):
+        wanted = [w for w in report.windows if w.group in ACTIVATING and w.max_activation > 0]
+        # helpers_reports: 5 top + 6 interval windows fire; 2 random (one fires), 2 non-activating do not.
+        assert len(wanted) == 11 and len(entry["activations"]) == len(wanted)
+        assert [a["tokens"] for a in entry["activations"]] == [w.tokens for w in wanted]
+        assert all(max(a["values"]) > 0 for a in entry["activations"])
+        assert all(a["quantileFraction"] is not None for a in entry["activations"])
+
+
+def test_neuronpedia_skips_control_explanations(tmp_path: Path) -> None:
+    reports = make_reports(3)
+    baseline_explained(reports[1])
+    paths = export("neuronpedia", reports, tmp_path)
+    body = read(paths[0])
+    validate_neuronpedia_batch(body)
+    explanations = {f["index"]: f["explanations"] for f in body["features"]}
+    assert explanations[1] == []  # the control's text is never uploaded as an explanation
+    assert [e["text"] for e in explanations[0]] == [reports[0].explanation.text]
+    assert read(paths[-1])["features"]["1"]["explanationBackend"] == "baseline"
+
+
+def test_neuronpedia_feature_without_firing_window_is_skipped(tmp_path: Path) -> None:
+    quiet = make_report(4)
+    quiet.windows = [w for w in quiet.windows if w.group not in ACTIVATING]
+    paths = export("neuronpedia", [quiet, make_report(5)], tmp_path)
+    body = read(paths[0])
+    validate_neuronpedia_batch(body)
+    assert [f["index"] for f in body["features"]] == [5]
+    assert [s["index"] for s in read(paths[-1])["skipped"]] == [4]
+
+
+def test_neuronpedia_explanation_limits_and_names(tmp_path: Path) -> None:
     reports = edge_reports(900) + [make_report(8, explained=False)]
-    paths = export("neuronpedia", reports, tmp_path, method_name="NP-Method")
-    body = json.loads(paths[0].read_text(encoding="utf-8"))
+    paths = export("neuronpedia", reports, tmp_path)
+    body = read(paths[0])
     validate_neuronpedia_batch(body)
     by_index = {f["index"]: f for f in body["features"]}
     long_text = by_index[900]["explanations"][0]["text"]
@@ -204,11 +205,24 @@ def test_neuronpedia_explanation_limits_and_skips(tmp_path: Path) -> None:
     assert utf16_len(emoji) <= 512 and emoji.endswith("…") and set(emoji[:-1]) == {"\U0001f600"}
     assert by_index[902]["explanations"] == []  # blank text is left out, not sent as ""
     assert by_index[8]["explanations"] == [] and by_index[8]["activations"]
-    assert by_index[900]["explanations"][0]["methodName"] == "np-method"
-    assert by_index[900]["explanations"][0]["modelName"] == "claude-haiku-5-5"
+    # Our backend names are not Neuronpedia's registered names: null unless given.
+    assert by_index[900]["explanations"][0]["methodName"] is None
+    assert by_index[900]["explanations"][0]["modelName"] is None
     assert 903 not in by_index  # no windows: the endpoint needs at least one activation
-    side = json.loads(paths[-1].read_text(encoding="utf-8"))
-    assert side["skipped"] == [{"index": 903, "reason": "no example windows (the endpoint needs one)"}]
+    side = read(paths[-1])
+    assert [s["index"] for s in side["skipped"]] == [903]
+
+    named = read(
+        export(
+            "neuronpedia",
+            reports,
+            tmp_path,
+            explanation_type="OAI_Token-Act-Pair",
+            explanation_model="Claude-4-5-Haiku",
+        )[0]
+    )
+    first = next(f for f in named["features"] if f["index"] == 900)["explanations"][0]
+    assert (first["methodName"], first["modelName"]) == ("oai_token-act-pair", "claude-4-5-haiku")
 
 
 def test_clip_explanation() -> None:
@@ -221,16 +235,15 @@ def test_clip_explanation() -> None:
     assert clipped == "a" + "\U0001f600" * 255 + "…" and utf16_len(clipped) == 512
 
 
-def test_neuronpedia_default_activation_from_windows(tmp_path: Path) -> None:
+def test_neuronpedia_bins_from_windows(tmp_path: Path) -> None:
     report = make_report(4)
-    body = json.loads(export("neuronpedia", [report], tmp_path)[0].read_text(encoding="utf-8"))
-    acts = body["features"][0]["activations"]
-    assert len(acts) == len(report.windows)
-    for act, window in zip(acts, report.windows, strict=True):
+    acts = read(export("neuronpedia", [report], tmp_path)[0])["features"][0]["activations"]
+    windows = [w for w in report.windows if w.group in ACTIVATING and w.max_activation > 0]
+    for act, window in zip(acts, windows, strict=True):
         assert act["tokens"] == window.tokens and act["values"] == window.activations
-    top = [a for a, w in zip(acts, report.windows, strict=True) if w.group == "top"]
+    top = [a for a, w in zip(acts, windows, strict=True) if w.group == "top"]
     assert {a["quantileMax"] for a in top} == {report.stats.max_activation}
-    assert {a["quantileMin"] for a in top} == {min(w.max_activation for w in report.windows if w.group == "top")}
+    assert {a["quantileMin"] for a in top} == {min(w.max_activation for w in windows if w.group == "top")}
 
 
 def test_neuronpedia_cuts_long_windows_and_fills_empty_tokens(tmp_path: Path) -> None:
@@ -243,9 +256,9 @@ def test_neuronpedia_cuts_long_windows_and_fills_empty_tokens(tmp_path: Path) ->
     tokens[1500] = " PEAK"
     report.windows = [
         make_window(tokens, acts, feature=5, context_id=1),
-        make_window(["", " x"], [0.0, 1.0], feature=5, context_id=2, token_ids=[1, 2], group="random", split="score"),
+        make_window(["", " x"], [0.0, 1.0], feature=5, context_id=2, token_ids=[1, 2], group="interval", interval=0),
     ]
-    body = json.loads(export("neuronpedia", [report], tmp_path)[0].read_text(encoding="utf-8"))
+    body = read(export("neuronpedia", [report], tmp_path)[0])
     validate_neuronpedia_batch(body)
     long_act, short_act = body["features"][0]["activations"]
     assert len(long_act["tokens"]) == 1024 and " PEAK" in long_act["tokens"]
@@ -253,20 +266,156 @@ def test_neuronpedia_cuts_long_windows_and_fills_empty_tokens(tmp_path: Path) ->
     assert short_act["tokens"] == ["\ufffd", " x"]
 
 
-def test_neuronpedia_names(tmp_path: Path) -> None:
+def test_neuronpedia_logits_when_the_report_has_them(tmp_path: Path) -> None:
+    with_logits, without = make_report(1), make_report(2)
+    with_logits.top_logits = [TokenLogit(token=f" up{i}", value=30.0 - i) for i in range(25)]
+    with_logits.bottom_logits = [TokenLogit(token="", value=-3.0), TokenLogit(token=" down", value=-2.0)]
+    body = read(export("neuronpedia", [with_logits, without], tmp_path)[0])
+    validate_neuronpedia_batch(body)
+    first, second = body["features"]
+    assert first["topLogits"] == [{"token": f" up{i}", "value": 30.0 - i} for i in range(20)]
+    assert first["bottomLogits"] == [{"token": "\ufffd", "value": -3.0}, {"token": " down", "value": -2.0}]
+    assert "topLogits" not in second and "bottomLogits" not in second
+
+
+# ---------------------------------------------------------------------------------------------------
+# Neuronpedia: model id and source
+
+
+def names(tmp_path: Path, reports: list[FeatureReport], **kwargs: Any) -> tuple[str, str]:
+    body = read(export("neuronpedia", reports, tmp_path, **kwargs)[0])
+    return body["modelId"], body["source"]
+
+
+def test_neuronpedia_names_from_saelens_neuronpedia_id(tmp_path: Path) -> None:
+    reports = make_reports(2)
+    cfg = {"architecture": "standard", "metadata": {"neuronpedia_id": "gpt2-small/6-res-jb"}}
+    assert names(tmp_path, reports, context=make_context(sae_cfg=cfg)) == ("gpt2-small", "6-res-jb")
+    old_layout = {"architecture": "standard", "neuronpedia_id": "gemma-2-2b/20-gemmascope-res-16k"}
+    assert names(tmp_path, reports, context=make_context(sae_cfg=old_layout)) == ("gemma-2-2b", "20-gemmascope-res-16k")
+    # Options win over the cfg; a set name gives the source with the hook's layer.
+    both = {"context": make_context(sae_cfg=cfg)}
+    assert names(tmp_path, reports, model_id="My-Model", **both) == ("my-model", "6-res-jb")
+    assert names(tmp_path, reports, set_name="mine-res", **both) == ("gpt2-small", "8-mine-res")
+    assert names(tmp_path, reports, source="3-RES-x", **both) == ("gpt2-small", "3-res-x")
+
+
+def test_neuronpedia_names_from_the_hook(tmp_path: Path) -> None:
+    reports = make_reports(2)
+    for report in reports:
+        report.sae_name = "My SAE.v2"
+    context = make_context()
+    assert names(tmp_path, reports, context=context) == ("smollm2-135m", "8-my-sae-v2")
+    assert names(tmp_path, reports, context=context, set_name="demo-res") == ("smollm2-135m", "8-demo-res")
+    # No layer in the hook and no source in the SAE name: the user must name the source.
+    embed = make_context(hook_name="hook_embed")
+    with pytest.raises(InputError, match=r"Neuronpedia source: found none.*--np-source"):
+        export("neuronpedia", reports, tmp_path, context=embed)
+    with pytest.raises(InputError, match="Neuronpedia source: found 'demo'"):
+        export("neuronpedia", reports, tmp_path, context=embed, source="demo")  # the route needs <layer>-<set>
+
+
+def test_neuronpedia_names_from_reports(tmp_path: Path) -> None:
     reports = make_reports(3)
-    body = json.loads(export("neuronpedia", reports, tmp_path, model_id="GPT2-Small", source="6-res-JB")[0].read_text())
-    assert (body["modelId"], body["source"]) == ("gpt2-small", "6-res-jb")
+    assert names(tmp_path, reports) == ("smollm2-135m", "8-res-demo")
+    assert names(tmp_path, reports, model_id="GPT2-Small", source="6-res-JB") == ("gpt2-small", "6-res-jb")
     reports[1].model_name = "other/model"
-    with pytest.raises(InputError, match=r"model_name.*model_id="):
+    with pytest.raises(InputError, match=r"model_name.*model_id"):
         export("neuronpedia", reports, tmp_path)
     for report in reports:
         report.model_name = ""
-    with pytest.raises(InputError, match="no value"):
+    with pytest.raises(InputError, match="Neuronpedia model id: found none"):
         export("neuronpedia", reports, tmp_path)
     assert MODEL_NAME.endswith("SmolLM2-135M")
     with pytest.raises(InputError, match="no reports"):
         export("neuronpedia", [], tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Neuronpedia: the README's upload code, with Neuronpedia's own client, against a loopback server
+
+
+class UploadServer(ThreadingHTTPServer):
+    """Answers POST /api/feature/upload-batch as the route does: 400 with the broken rule, else 200."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), UploadHandler)
+        self.bodies: list[dict[str, Any]] = []
+        self.keys: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/api"
+
+
+class UploadHandler(BaseHTTPRequestHandler):
+    server: UploadServer
+
+    def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.keys.append(self.headers.get("X-Api-Key"))
+        if self.path != "/api/feature/upload-batch":
+            status, answer = 404, {"error": f"no route {self.path}"}
+        else:
+            try:
+                validate_neuronpedia_batch(body)
+                self.server.bodies.append(body)
+                status, answer = 200, {"message": f"{len(body['features'])} features created."}
+            except AssertionError as error:
+                status, answer = 400, {"error": f"validation: {error}"}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def upload_server() -> Iterator[UploadServer]:
+    server = UploadServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def readme_upload_code() -> str:
+    text = README.read_text(encoding="utf-8")
+    found = re.search(r"<!-- neuronpedia-upload -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert found, "README: the upload example follows the <!-- neuronpedia-upload --> marker"
+    return found.group(1)
+
+
+def test_readme_upload_code_sends_our_batches(
+    tmp_path: Path, upload_server: UploadServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuronpedia.requests.base_request import NPRequest
+
+    reports = make_reports(140) + edge_reports(900)
+    reports[0].top_logits = [TokenLogit(token=" dog", value=2.5)]
+    reports[0].bottom_logits = [TokenLogit(token=" car", value=-1.5)]
+    paths = export("neuronpedia", reports, tmp_path / "np", explanation_type="np_max-act")
+    batches = [read(p) for p in paths[:-1]]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEURONPEDIA_API_KEY", "test-key")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setattr(NPRequest, "BASE_URL", upload_server.url)
+    exec(compile(readme_upload_code(), "README.md:neuronpedia-upload", "exec"), {})
+
+    assert len(upload_server.bodies) == len(batches) == 2 and set(upload_server.keys) == {"test-key"}
+    for sent, ours in zip(upload_server.bodies, batches, strict=True):
+        # The client sends null logits where a feature has none; everything else arrives as we wrote it.
+        for feature in sent["features"]:
+            for side in ("topLogits", "bottomLogits"):
+                if feature[side] is None:
+                    del feature[side]
+        assert sent == ours
+    assert upload_server.bodies[0]["features"][0]["topLogits"] == [{"token": " dog", "value": 2.5}]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,30 +450,13 @@ def test_histogram_share() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# SAEDashboard and JSONL
-
-
-def test_saedashboard(tmp_path: Path) -> None:
-    reports = make_reports(20) + [hostile_report()]
-    (path,) = export("saedashboard", reports, tmp_path)
-    assert path.name == "saedashboard.json"
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    validate_saedashboard(doc)
-    features = {f["feature_index"]: f for f in doc["features"]}
-    assert sorted(features) == sorted(r.feature for r in reports)
-    one = features[2]
-    tops = [a for a in one["activations"] if a["group"] == "top"]
-    assert {a["bin_max"] for a in tops} == {one["max_activation"]}
-    interval_bins = {
-        (a["interval"], a["bin_min"], a["bin_max"]) for a in one["activations"] if a["group"] == "interval"
-    }
-    assert len(interval_bins) == 3  # each interval its own bin
-    assert features[8]["explanation"] is None and features[8]["scores"] is None
-    assert features[666]["activations"][0]["tokens"][: len(HOSTILE_TOKENS)] == list(HOSTILE_TOKENS)
+# JSONL: where the scores travel
 
 
 def test_jsonl(tmp_path: Path) -> None:
     reports = make_reports(12) + [hostile_report()]
+    reports[0].detection = {"llm": {"balanced_accuracy": 0.75, "json": "{}", "explanation_source": "llm"}}
+    reports[0].top_logits = [TokenLogit(token=" dog", value=2.5)]
     (path,) = export("jsonl", reports, tmp_path)
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(reports)
@@ -336,6 +468,10 @@ def test_jsonl(tmp_path: Path) -> None:
     assert by_feature[8]["explanation"] is None and by_feature[8]["errors"]
     assert by_feature[666]["explanation"]["text"] == HOSTILE_EXPLANATION
     assert by_feature[0]["controls"]["baseline"]["correlation"] is not None
+    assert by_feature[0]["scores"]["correlation"] == reports[0].scores["correlation"]
+    assert by_feature[0]["detection"] == {"llm": {"balanced_accuracy": 0.75, "explanation_source": "llm"}}
+    assert by_feature[0]["top_logits"] == [{"token": " dog", "value": 2.5}] and by_feature[0]["bottom_logits"] is None
+    assert by_feature[1]["detection"] == {}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,14 +1,33 @@
 """Which features get controls, whose explanation each one borrows, the lifts over them, and how a simulation is
 scored (detection threshold per mode, permutation null, settings hash, unknown prices)."""
 
+import asyncio
+import io
+import re
+
 import pytest
-from test_store import call, make_sample
+from rich.console import Console
+from test_store import RUN, call, make_sample, new_store
 
 from autointerp.config import LLMConfig, RunConfig, SamplerConfig, ScoringConfig
-from autointerp.interpret import Tally, control_lifts, control_partners, run_settings, score_simulation
-from autointerp.records import Simulation
+from autointerp.interpret import (
+    Tally,
+    control_lifts,
+    control_partners,
+    default_scorers,
+    interpret_run,
+    run_settings,
+    settle_scorers,
+)
+from autointerp.records import CallRecord, Simulation, Usage
+from autointerp.scorers import DetectionFailure, DetectionScorer, SimulationScorer
+from autointerp.scorers.simulation import score_simulation
 from autointerp.scoring import permutation_null, score_feature
 from autointerp.settings_hash import settings_hash
+from autointerp.show import feature_view, summary_table
+from autointerp.simulate import SimulationFailure
+from autointerp.store import RunStore
+from autointerp.tables import format_rows, run_table
 
 
 def simulation(sample, predictions, mode) -> Simulation:
@@ -108,3 +127,109 @@ def test_run_settings_name_the_models_that_run_without_their_address():
     assert settings_hash(run_settings(other_server, "corpus-fp")) == settings_hash(settings)
     baseline = run_settings(RunConfig(sae="demo", llm=LLMConfig(explainer="baseline")), "corpus-fp")
     assert baseline["prompts"] == {} and baseline["simulator"] == "baseline"
+
+
+# ------------------------------------------------------------------------------------------- scorers wired in
+
+
+def test_default_scorers_follow_the_simulator():
+    assert default_scorers("anthropic:claude-x") == ["simulation", "detection"]
+    assert default_scorers("openai:gpt-x@http://localhost:1/v1") == ["simulation", "detection"]
+    assert default_scorers("baseline") == ["simulation", "detection"]
+    from autointerp.llm.local_backend import LocalBackend
+
+    local = ["simulation", "detection"] if hasattr(LocalBackend, "score_yes_no") else ["simulation"]
+    assert default_scorers("local") == local
+    settled = settle_scorers(RunConfig(sae="demo", llm=LLMConfig(explainer="baseline")))
+    assert settled.scoring.scorers == ["simulation", "detection"]
+    chosen = RunConfig(sae="demo", llm=LLMConfig(explainer="baseline"), scoring=ScoringConfig(scorers=["detection"]))
+    assert settle_scorers(chosen) is chosen
+    # the settings hash covers which scorers ran
+    assert settings_hash(run_settings(settled, "fp")) != settings_hash(run_settings(chosen, "fp"))
+    assert (
+        "detect_user.md"
+        in run_settings(RunConfig(sae="demo", llm=LLMConfig(explainer="openai:gpt-x")), "fp", "detection")["prompts"]
+    )
+
+
+def baseline_run(tmp_path, scoring: ScoringConfig | None = None) -> tuple[RunStore, dict]:
+    store = new_store(tmp_path)
+    store.save_samples(RUN, [make_sample(f) for f in (1, 2, 3)])
+    cfg = RunConfig(sae="demo", llm=LLMConfig(explainer="baseline"), scoring=scoring or ScoringConfig())
+    return store, asyncio.run(interpret_run(store, RUN, cfg))
+
+
+def test_a_run_judges_every_explanation_with_both_scorers_and_stores_detection(tmp_path):
+    store, summary = baseline_run(tmp_path)
+    assert store.get_run(RUN)["config"]["scoring"]["scorers"] == ["simulation", "detection"]  # stored resolved
+    detection = store.detection_rows(RUN, ["balanced_accuracy", "recall", "yes_rate_top", "settings_hash", "mode"])
+    assert sorted(detection) == [1, 2, 3]
+    for sources in detection.values():
+        assert set(sources) == {"llm", "baseline", "other"} and sources["llm"]["mode"] == "baseline"
+        # every window holds ' the', which fires and which the top-tokens explanation lists: all firing windows found
+        assert sources["llm"]["recall"] == 1.0 and sources["llm"]["yes_rate_top"] == 1.0
+    hashes = {r["settings_hash"] for s in detection.values() for r in s.values()}
+    simulation_hashes = set(store.settings_hash_counts(RUN))
+    assert len(hashes) == 1 and hashes.isdisjoint(simulation_hashes)  # one hash per scorer
+    assert store.run_settings(RUN)[hashes.pop()]["scorer"] == "detection"
+    assert summary["scored"] == 3 and summary["detection_recall_n"] == 3 and summary["detection_recall_mean"] == 1.0
+    assert summary["detection_balanced_accuracy_lift_n"] == 3
+    assert summary["correlation_n"] == 3  # simulation ran too
+
+    # `show` gives the feature's detection metrics per explanation and the yes rate per window group
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    for renderable in feature_view(store.load_reports(RUN)[0]):
+        console.print(renderable)
+    shown = console.file.getvalue()
+    assert "detection (baseline, 3 windows (2 fired))" in shown and "control: other:2" in shown
+    assert re.search(r"yes rate: top\s+│\s+1\.00", shown) and "lift over baseline (balanced_accuracy)" in shown
+    # `table` and the end-of-run table show detection with n and intervals
+    store.close()
+    text = format_rows(run_table([tmp_path]), "terminal")
+    assert re.search(r"detection: recall\s+│ 1\.000\s+│ \[1\.000, 1\.000\]\s+│ 3 ", text), text
+    assert re.search(r"detection: AUROC \(P\(yes\)\)\s+│ 0\.500 .*\n\s+lift over baseline\s+│ 0\.000", text)
+    assert "n=3" in format_rows(run_table([tmp_path]), "markdown")
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(summary_table(summary))
+    assert re.search(r"detection: recall\s+│\s+1\.000.*n=3", console.file.getvalue())
+
+
+def test_detection_only_still_counts_features_as_scored(tmp_path):
+    store, summary = baseline_run(tmp_path, ScoringConfig(scorers=["detection"]))
+    assert store.score_rows(RUN, ["correlation"]) == {} and summary["correlation_n"] == 0
+    assert summary["scored"] == 3 and summary["detection_balanced_accuracy_n"] == 3
+
+
+def failing(stage_failure, stage):
+    async def score(self, item):
+        if item.source != "llm":
+            raise AssertionError("a scorer that failed on the LLM explanation must not judge the controls")
+        bad = CallRecord(
+            stage=stage, feature=item.feature, backend="b", model="m", prompt_hash="p", ok=False, error="boom",
+            attempts=1, latency_s=0.1, usage=Usage(input_tokens=7), cost_usd=0.001,
+        )  # fmt: skip
+        raise stage_failure(f"{stage}: feature {item.feature}: boom", [bad])
+
+    return score
+
+
+def test_a_scorer_failing_on_the_llm_explanation_keeps_the_other_scorers_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(DetectionScorer, "score", failing(DetectionFailure, "detect"))
+    store, summary = baseline_run(tmp_path)
+    assert summary["scored"] == 3 and summary["failed"] == 0 and summary["correlation_n"] == 3
+    assert store.detection_rows(RUN, ["recall"]) == {}
+    reports = {r.feature: r for r in store.load_reports(RUN)}
+    assert all(r.errors == [f"detect: detect: feature {f}: boom"] for f, r in reports.items())
+    stages = store.db.execute("SELECT stage, count(*) FROM llm_calls GROUP BY stage").fetchall()
+    assert stages == [("detect", 3)]  # the failed calls are kept, under their own stage
+
+
+def test_every_scorer_failing_fails_the_feature_with_one_error_per_stage(tmp_path, monkeypatch):
+    monkeypatch.setattr(DetectionScorer, "score", failing(DetectionFailure, "detect"))
+    monkeypatch.setattr(SimulationScorer, "score", failing(SimulationFailure, "simulate"))
+    store, summary = baseline_run(tmp_path)
+    assert summary["scored"] == 0 and summary["failed"] == 3
+    errors = store.db.execute("SELECT feature, stage FROM errors ORDER BY feature, id").fetchall()
+    assert errors == [(f, s) for f in (1, 2, 3) for s in ("simulate", "detect")]
+    stages = store.db.execute("SELECT stage, count(*) FROM llm_calls GROUP BY stage ORDER BY stage").fetchall()
+    assert stages == [("detect", 3), ("simulate", 3)]

@@ -302,7 +302,11 @@ def test_anthropic_marks_the_end_of_the_prefix_for_caching(loopback: LoopbackSer
     run(backend_for("anthropic", loopback).complete(request()))
     body = loopback.requests[0].body
     assert body["system"] == [
-        {"type": "text", "text": "You explain features of a sparse autoencoder.", "cache_control": {"type": "ephemeral"}}
+        {
+            "type": "text",
+            "text": "You explain features of a sparse autoencoder.",
+            "cache_control": {"type": "ephemeral"},
+        }
     ]
     prefix_last = body["messages"][1]
     assert prefix_last["role"] == "assistant"
@@ -412,7 +416,11 @@ def test_self_hosted_model_takes_logprobs_and_caches_any_prefix(loopback: Loopba
     assert backend.supports_logprobs and backend.supports_prompt_logprobs and backend.min_cache_tokens == 0
     params = backend.build_params(request(logprobs=True, top_logprobs=5, prompt_logprobs=5))
     assert params["top_logprobs"] == 5 and params["temperature"] == 0.0
-    assert params["extra_body"] == {"prompt_logprobs": 5, "return_token_ids": True}
+    assert params["extra_body"] == {
+        "chat_template_kwargs": {"enable_thinking": False},  # Qwen3-style templates answer without thinking
+        "prompt_logprobs": 5,
+        "return_token_ids": True,
+    }
 
 
 def test_official_openai_host_gets_max_completion_tokens_and_no_prefill() -> None:
@@ -612,3 +620,16 @@ def test_backend_cost_uses_overrides(loopback: LoopbackServer) -> None:
 def test_bad_price_overrides_are_input_errors(overrides, match: str) -> None:
     with pytest.raises(InputError, match=match):
         load_overrides(overrides)
+
+
+def test_self_hosted_request_shape_reaches_the_server(loopback: LoopbackServer) -> None:
+    """What vLLM and SGLang receive (docs/self_hosted.md): their extension fields at the top level of the
+    JSON body, the classic max_tokens, no OpenAI-only reasoning field."""
+    backend = backend_for("openai", loopback, model="Qwen/Qwen3-8B")
+    run(backend.complete(request(assistant_prefill="Explanation:", logprobs=True, top_logprobs=3)))
+    body = loopback.requests[0].body
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["messages"][-1] == {"role": "assistant", "content": "Explanation:"}
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert body["max_tokens"] == 512 and body["logprobs"] is True and body["top_logprobs"] == 3
+    assert "reasoning_effort" not in body and "max_completion_tokens" not in body and "extra_body" not in body

@@ -5,6 +5,7 @@ directory, so the LLM stages run for real without loading the model again.
 """
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -101,6 +102,11 @@ def llm_answers(kind: str, body: dict) -> str:
     system = str(body.get("system", ""))
     if "Explanation:" in system:
         return "Explanation: words about kings and lords"
+    if "You judge whether" in system:  # detection: one yes/no line per excerpt of the last message
+        last = body["messages"][-1]["content"]
+        text = last if isinstance(last, str) else "".join(part.get("text", "") for part in last)
+        n = len(re.findall(r"^Excerpt \d+:", text, flags=re.M))
+        return "\n".join(f"{i + 1}: {'yes' if i % 2 else 'no'}" for i in range(n))
     return "Activations: 1:2=5, 2:1=10"
 
 
@@ -117,6 +123,10 @@ def test_faults_are_recorded_per_feature_and_retry_failed_completes_them(sampled
         assert len(failed) == 5 and all("400" in message for *_, message in failed)
         scored = rows(tmp_path / "faults", "SELECT count(DISTINCT feature) FROM scores")[0][0]
         assert scored == N_FEATURES - 5
+        detected = rows(tmp_path / "faults", "SELECT count(DISTINCT feature) FROM detection_scores")[0][0]
+        assert detected == N_FEATURES - 5  # both scorers ran by default on an API backend
+        stages = {s for (s,) in rows(tmp_path / "faults", "SELECT DISTINCT stage FROM llm_calls")}
+        assert stages == {"explain", "simulate", "detect"}
 
         server.reset(faults=[])
         proc = cli("run", *argv, "--explainer", spec, "--max-in-flight", "4", "--retry-failed", env=env)

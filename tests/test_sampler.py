@@ -7,7 +7,18 @@ import pytest
 import torch
 
 from autointerp.config import SamplerConfig
-from autointerp.sampler import SamplerState, iter_batches
+from autointerp.sampler import (
+    SALT_KEY,
+    SALT_RANDOM,
+    SALT_RANDOM_START,
+    SALT_SPLIT,
+    SALT_START,
+    SamplerState,
+    draw,
+    iter_batches,
+    sample_features,
+    stream,
+)
 
 
 def synthetic(n_contexts=60, L=24, F=6, seed=0, density=0.08):
@@ -49,12 +60,51 @@ CFG = SamplerConfig(
 )
 
 
+def _fmix32(h: int) -> int:
+    """MurmurHash3's finaliser in plain Python integers: the reference for the sampler's int64 version."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) % 2**32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) % 2**32
+    return h ^ (h >> 16)
+
+
+def ref_key(seed: int, salt: int, *ids: int) -> int:
+    """The key the sampler should draw for `ids` (feature, context...) under (seed, salt)."""
+    s = seed % 2**64
+    h = _fmix32((salt * 0x9E3779B9) % 2**32)
+    h = _fmix32(h ^ (s % 2**32))
+    h = _fmix32(h ^ (s >> 32))
+    for i in ids:
+        h = _fmix32(h ^ i)
+    return h
+
+
+def ref_split(n_contexts: int, cfg: SamplerConfig) -> np.ndarray:
+    """0 explain, 1 score, from (seed, context id) alone."""
+    cut = round(cfg.explain_fraction * 2**32)
+    return np.array([0 if ref_key(cfg.seed, SALT_SPLIT, c) < cut else 1 for c in range(n_contexts)])
+
+
+def test_hash_matches_plain_integer_reference_and_never_overflows():
+    rng = np.random.default_rng(0)
+    ids = [0, 1, 2, 2**31 - 1, 2**31, 2**32 - 1, *rng.integers(0, 2**32, 200).tolist()]
+    for seed, salt in ((0, 1), (3, 2), (-5, 4), (2**40 + 7, 6)):
+        got = draw(stream(seed, salt), torch.tensor(ids, dtype=torch.int64)).tolist()
+        assert got == [ref_key(seed, salt, i) for i in ids]
+        assert all(0 <= k < 2**32 for k in got)
+    # A bijection of the context id: the keys of distinct contexts never tie.
+    keys = draw(draw(stream(3, SALT_KEY), 4), torch.arange(1 << 16))
+    assert len(torch.unique(keys)) == 1 << 16
+
+
 def test_statistics_and_top_k_match_brute_force():
     tokens, acts = synthetic()
     state = run_state(tokens, acts, CFG)
     samples = state.finish(tokens, decode)
     body = acts[:, 1:]  # BOS excluded
-    split = state.split_of_context.numpy()
+    split = ref_split(len(tokens), CFG)
+    assert state.split_of_context.tolist() == split.tolist()
     for f, sample in enumerate(samples):
         a = body[..., f]
         st = sample.stats
@@ -108,6 +158,94 @@ def test_interval_draws_fall_in_their_interval():
             lo, hi = cells[w.interval]
             peak = float(acts[w.context_id, 1:, f].max())
             assert edges[lo] < peak <= edges[hi] + 1e-6
+
+
+def test_interval_random_and_nonactivating_draws_match_brute_force():
+    """Every drawn window is the one the reference picks from all activations with the hashed keys:
+    the smallest keys per interval (top windows left out), per silent context, per score context."""
+    tokens, acts = synthetic(n_contexts=120)
+    samples = run_state(tokens, acts, CFG).finish(tokens, decode)
+    L, W, G, seed = tokens.shape[1], CFG.window_size, CFG.interval_grid, CFG.seed
+    split = ref_split(len(tokens), CFG)
+    n_starts = L - W + 1 - 1  # windows start after BOS
+    score_contexts = [c for c in range(len(tokens)) if split[c] == 1]
+    random_ids = sorted(sorted(score_contexts, key=lambda c: ref_key(seed, SALT_RANDOM, c))[: CFG.n_random_score])
+    n_checked = 0
+    for f, sample in enumerate(samples):
+        peaks = acts[:, 1:, f].max(1).values.numpy()
+
+        def by_group(group, name, sample=sample):
+            return [w for w in sample.windows if w.group == group and w.split == name]
+
+        random = by_group("random", "score")
+        assert [w.context_id for w in random] == random_ids
+        assert [w.start for w in random] == [1 + ref_key(seed, SALT_RANDOM_START, c) % n_starts for c in random_ids]
+        silent = [c for c in score_contexts if peaks[c] == 0]
+        nonact = sorted(silent, key=lambda c: ref_key(seed, SALT_KEY, f, c))[: CFG.n_nonactivating_score]
+        got = by_group("nonactivating", "score")
+        assert [w.context_id for w in got] == nonact
+        assert [w.start for w in got] == [1 + ref_key(seed, SALT_START, c) % n_starts for c in nonact]
+        bound = 2.0 ** math.ceil(math.log2(float(peaks.max())))
+        cell = (np.clip(np.ceil(peaks / bound * G) - 1, 0, G - 1)).astype(int)
+        n_cells = int(cell[peaks.argmax()]) + 1
+        n = min(CFG.n_intervals, n_cells)
+        interval_of_cell = [i for i in range(n) for _ in range(n_cells * i // n, n_cells * (i + 1) // n)]
+        for split_id, name, per in ((0, "explain", CFG.per_interval_explain), (1, "score", CFG.per_interval_score)):
+            tops = {w.context_id for w in by_group("top", name)}
+            expected = []
+            for i in range(n):
+                pool = [
+                    c
+                    for c in range(len(tokens))
+                    if split[c] == split_id and peaks[c] > 0 and interval_of_cell[cell[c]] == i and c not in tops
+                ]
+                expected += [(i, c) for c in sorted(pool, key=lambda c: ref_key(seed, SALT_KEY, f, c))[:per]]
+            got = [(w.interval, w.context_id) for w in by_group("interval", name)]
+            assert got == expected
+            n_checked += len(got)
+    assert n_checked > 20  # the comparison saw real draws
+
+
+def _without_floats(sample: dict) -> dict:
+    """A dumped FeatureSample with activations and float statistics taken out."""
+    stats = {k: v for k, v in sample["stats"].items() if k not in ("max_activation", "mean_active", "histogram_edges")}
+    return {"stats": stats, "windows": [{k: v for k, v in w.items() if k != "activations"} for w in sample["windows"]]}
+
+
+@pytest.mark.parametrize("architecture", ["topk", "jumprelu"])
+def test_a_features_windows_do_not_depend_on_the_other_features(tiny_model, architecture):
+    """Feature 4 alone, among 4 features and among 16 (at a different position each time): the same
+    windows (tokens, activations, groups, splits, contexts, starts) and statistics.
+
+    topk encodes every feature, so its activations are the same bits in every run and all must match
+    exactly. jumprelu encodes only the chosen columns, and a matmul over 1, 4 or 16 columns may round
+    differently in the last bit: there the draws must match exactly and the floats to rounding."""
+    from helpers_sae import make_sae
+
+    sae = make_sae(architecture, d_in=16, d_sae=64, seed=2 if architecture == "topk" else 0)
+    if architecture == "jumprelu":
+        sae.weights["threshold"][4] = 0.45  # sparse enough that some contexts are silent
+    tokens = torch.randint(3, 300, (48, 32), generator=torch.Generator().manual_seed(2))
+    tokens[:, 0] = 1  # BOS
+    cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
+
+    def feature_4(features):
+        samples = sample_features(tiny_model, sae, tokens, features, cfg, [1], 1, decode=decode)
+        return samples[features.index(4)].model_dump()
+
+    sixteen = [15, 0, 13, 2, 11, 4, 9, 6, 7, 8, 5, 10, 3, 12, 1, 14]
+    alone, four, many = feature_4([4]), feature_4([1, 2, 4, 9]), feature_4(sixteen)
+    groups = [w["group"] for w in alone["windows"]]
+    assert set(groups) == {"top", "interval", "random", "nonactivating"}  # every kind of draw is compared
+    assert {w["split"] for w in alone["windows"] if w["group"] == "interval"} == {"explain", "score"}
+    for other in (four, many):
+        if architecture == "topk":
+            assert other == alone
+            continue
+        assert _without_floats(other) == _without_floats(alone)
+        for w_other, w_alone in zip(other["windows"], alone["windows"]):
+            assert w_other["activations"] == pytest.approx(w_alone["activations"], rel=1e-5, abs=1e-6)
+        assert other["stats"]["mean_active"] == pytest.approx(alone["stats"]["mean_active"], rel=1e-5)
 
 
 def test_same_seed_same_result_and_other_seed_differs():

@@ -1,5 +1,6 @@
 """Tests for autointerp/store/ on real SQLite files in tmp_path, with hand-made records."""
 
+import json
 import os
 import shlex
 import shutil
@@ -495,7 +496,8 @@ def test_a_version_1_file_is_read_as_it_is_and_upgraded_when_opened_for_writing(
         store.save_scored("v1-run", 2, [sim], {"llm": make_scores(sample, preds)}, settings={"k": 1})
         assert store.settings_hash_counts("v1-run") == {None: 2, settings_hash({"k": 1}): 1}
     assert set(NEW_SCORE_COLUMNS) <= set(columns_of(path, "scores"))
-    assert "settings" in {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert {"settings", "detection_scores"} <= tables
     _, rows = view(path, "feature_scores")  # the views are made and read the upgraded file
     assert [(r["feature"], r["correlation_reason"]) for r in rows] == [(0, None), (1, "constant prediction"), (2, None)]
     with RunStore.open(tmp_path, create=False) as store:
@@ -656,3 +658,57 @@ def test_secrets_from_the_environment_are_never_written(tmp_path, monkeypatch):
         assert store.load_reports(RUN)[1].errors == ["explain: 401: bad key [redacted]"]
     files = list(tmp_path.iterdir())
     assert files and all(secret.encode() not in p.read_bytes() for p in files)
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+
+def test_detection_columns_are_the_scorers():
+    from autointerp.scorers.detection import COLUMNS
+    from autointerp.store.schema import DETECTION_COLUMNS
+
+    assert tuple(DETECTION_COLUMNS) == COLUMNS
+
+
+def judged(sample: FeatureSample, source: str = "llm"):
+    import asyncio
+
+    from autointerp.baseline import baseline_explanation
+    from autointerp.llm import make_backend
+    from autointerp.scorers import ScoringItem, make_scorer
+
+    text = baseline_explanation(sample.split("explain"), sample.stats.max_activation, "floor")
+    scorer = make_scorer("detection", make_backend("baseline"), RunConfig(sae="demo"))
+    return asyncio.run(scorer.score(ScoringItem(sample=sample, explanation=text, source=source)))
+
+
+def test_detection_rows_land_with_the_simulation_in_one_transaction_and_read_back(tmp_path):
+    sample = make_sample(2)
+    preds = make_predictions(sample, 0.5)
+    sim = Simulation(feature=2, explanation_source="llm", backend="b", mode="sampled", predictions=preds)
+    detections = [judged(sample), judged(sample, "baseline")]
+    detect_call = call(0.01).model_copy(update={"stage": "detect"})
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, [sample])
+        store.save_scored(
+            RUN, 2, [sim], {"llm": make_scores(sample, preds)}, calls=[call(0.02), detect_call],
+            settings={"scorer": "simulation"}, detections=detections, detection_settings={"scorer": "detection"},
+            errors=[("detect", "one prompt failed")],
+        )  # fmt: skip
+        report = store.load_reports(RUN)[0]
+        assert set(report.detection) == {"llm", "baseline"}
+        row = report.detection["llm"]
+        assert row["balanced_accuracy"] == detections[0].metrics.balanced_accuracy and row["mode"] == "baseline"
+        assert row["settings_hash"] == settings_hash({"scorer": "detection"})
+        assert row["n_windows"] == 3 and row["yes_rate_top"] == detections[0].yes_rates["top"]
+        assert json.loads(row["json"])["said_yes"] == detections[0].said_yes and "calls" not in json.loads(row["json"])
+        assert report.errors == ["detect: one prompt failed"] and store.stage_counts(RUN) == {"scored": 1}
+        stages = store.db.execute("SELECT stage FROM llm_calls ORDER BY id").fetchall()
+        assert stages == [("explain",), ("detect",)]  # each call under its own stage
+        # saved again without detection: the old rows go
+        store.save_scored(RUN, 2, [sim], {"llm": make_scores(sample, preds)})
+        assert store.detection_rows(RUN, ["recall"]) == {}
+        with pytest.raises(ValueError, match="detection_rows column"):
+            store.detection_rows(RUN, ["recall; DROP TABLE runs"])
+        with pytest.raises(ValueError, match="results of features"):
+            store.save_scored(RUN, 3, [], {}, detections=[judged(sample)])

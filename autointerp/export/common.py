@@ -1,8 +1,8 @@
 """What every exporter needs from a FeatureReport: activation bins, score columns, backend parts, JSON out.
 
-Activation bins (used by the SAEDashboard-style JSON as bin_min/bin_max/bin_contains and by the
-Neuronpedia batch as quantileMin/quantileMax/quantileFraction, which that site stores under the same
-names). One bin per window group, on the raw activation scale:
+Activation bins (used by the SAEDashboard batch as bin_min/bin_max/bin_contains and by the Neuronpedia
+upload batch as quantileMin/quantileMax/quantileFraction, which that site stores as binMin/binMax/
+binContains). One bin per window group, on the raw activation scale:
 
 - top: [lowest peak among the top windows, feature max].
 - interval k: the activating range below the top is cut into one bin per interval present, in index
@@ -12,11 +12,11 @@ names). One bin per window group, on the raw activation scale:
   this lands within one interval's spread of the true edges. Together with the top bin these bins
   cover (0, feature max] without overlap.
 - random: [0, feature max] (drawn from all tokens, not from a range).
-- nonactivating: [0, 0].
+- nonactivating and hard_negative: [0, 0].
 
 bin_contains is the share of the feature's active tokens whose activation falls in the bin, read off
 the feature's histogram (counts spread evenly inside a histogram bin where a bin edge cuts it). It is
-None for random and nonactivating windows (not an activation range of active tokens) and when the
+None for random, nonactivating and hard_negative windows (not an activation range of active tokens) and when the
 histogram is empty or malformed.
 """
 
@@ -93,8 +93,9 @@ def activation_bins(report: FeatureReport) -> dict[BinKey, ActivationBin]:
         bins[key] = ActivationBin(lo, hi, histogram_share(edges, counts, lo, hi))
     if ("random", None) in peaks:
         bins[("random", None)] = ActivationBin(0.0, feature_max, None)
-    if ("nonactivating", None) in peaks:
-        bins[("nonactivating", None)] = ActivationBin(0.0, 0.0, None)
+    for silent in ("nonactivating", "hard_negative"):
+        if (silent, None) in peaks:
+            bins[(silent, None)] = ActivationBin(0.0, 0.0, None)
     return bins
 
 
@@ -106,6 +107,11 @@ def score_columns(report: FeatureReport) -> dict[str, Any] | None:
 def clean_columns(columns: dict[str, Any]) -> dict[str, Any]:
     """Score columns without the 'json' blob, NaN/inf as None."""
     return {name: finite_or_none(value) for name, value in columns.items() if name != "json"}
+
+
+def detection_columns(report: FeatureReport) -> dict[str, dict[str, Any]]:
+    """The detection scorer's rows ('llm', 'baseline', 'other'), without their 'json'; {} if it did not run."""
+    return {source: clean_columns(row) for source, row in sorted(report.detection.items())}
 
 
 def score_details(report: FeatureReport) -> dict[str, Any] | None:
@@ -156,10 +162,11 @@ def check_unique_features(reports: list[FeatureReport], what: str) -> None:
         seen.add(report.feature)
 
 
-def write_json(path: Path, data: Any, indent: int | None = None) -> Path:
-    """Write strict JSON (no NaN/Infinity), UTF-8, and return the path."""
+def write_json(path: Path, data: Any, indent: int | None = None, allow_nan: bool = False) -> Path:
+    """Write strict JSON (no NaN/Infinity unless allow_nan, for a format whose own writer emits them), UTF-8,
+    and return the path."""
     try:
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False, indent=indent)
+        text = json.dumps(data, ensure_ascii=False, allow_nan=allow_nan, indent=indent)
     except ValueError as error:
         raise InputError(
             expected(f"export data for {path.name}", f"a non-finite number ({error})", "finite numbers")

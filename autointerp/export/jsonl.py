@@ -5,12 +5,19 @@
      "scores": {column: value} | None,            # scoring.COLUMNS
      "score_details": {...} | None,               # the full FeatureScores (group correlations,
                                                   #   undefined reasons, reliability table)
-     "controls": {name: {column: value}},
+     "controls": {name: {column: value}},         # the baseline and another feature's explanation,
+                                                  #   scored on the same windows
+     "detection": {source: {column: value}},      # detection scorer rows ('llm', 'baseline', 'other');
+                                                  #   {} when it did not run
+     "top_logits": [{"token", "value"}] | None,   # W_dec @ W_U, when the run stores them
+     "bottom_logits": [{"token", "value"}] | None,
      "stats": {"n_tokens", "n_active", "density", "max_activation", "mean_active",
                "histogram_edges", "histogram_counts"},
      "errors": [str], "model_name": str, "sae_name": str}
 
-The LLM's raw completion is left out (it is in the run database); windows too (see the other formats).
+This is where a run's numbers travel: Neuronpedia's upload takes no scores, and the SAEDashboard format
+has no field for them. The LLM's raw completion is left out (it is in the run database); windows too
+(see the other formats).
 """
 
 import json
@@ -18,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import InputError, expected
-from autointerp.export.common import check_unique_features, clean_columns, score_columns, score_details
+from autointerp.export.common import (
+    check_unique_features,
+    clean_columns,
+    detection_columns,
+    score_columns,
+    score_details,
+)
 from autointerp.records import FeatureReport
 
 FILE_NAME = "features.jsonl"
@@ -37,6 +50,9 @@ def feature_record(report: FeatureReport) -> dict[str, Any]:
         "scores": score_columns(report),
         "score_details": score_details(report),
         "controls": {name: clean_columns(columns) for name, columns in sorted(report.controls.items())},
+        "detection": detection_columns(report),
+        "top_logits": None if report.top_logits is None else [t.model_dump() for t in report.top_logits],
+        "bottom_logits": None if report.bottom_logits is None else [t.model_dump() for t in report.bottom_logits],
         "stats": {
             "n_tokens": stats.n_tokens,
             "n_active": stats.n_active,

@@ -4,6 +4,9 @@
     response = await backend.complete(LLMRequest(system=..., prefix=[...], messages=[...]))
     response.text, response.usage, backend.cost(response.usage)
 
+Model ids, prices, cache minimums and request rules: the model table (autointerp.llm.models, data in
+models.toml). Provider batch APIs: autointerp.llm.batch (`batch_client(backend)`).
+
 The SDKs are imported only when a backend of theirs is made.
 """
 

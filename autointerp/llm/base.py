@@ -294,7 +294,7 @@ class LLMBackend(ABC):
         self.n_failed = 0
         self._secrets = [s for s in (self.options.api_key, *env_secrets()) if s]
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
-        self._prefixes_seen: set[str] = set()
+        self._prefixes_seen: dict[str, PrefixReport] = {}  # shared-prefix hash -> its report
         if self.provider is not None:
             self._warn_about_model()
 
@@ -302,7 +302,7 @@ class LLMBackend(ABC):
         if not self.price_known:
             logger.warning(
                 "%s: the model table (autointerp/llm/models.toml) has no price for %r and none was given: its "
-                "cost shows as unknown. Give one with --prices FILE ({%r: {\"input\": ..., \"output\": ...}}, "
+                'cost shows as unknown. Give one with --prices FILE ({%r: {"input": ..., "output": ...}}, '
                 "USD per million tokens; 0 for a free self-hosted server).",
                 self.name,
                 self.model,
@@ -312,7 +312,9 @@ class LLMBackend(ABC):
         if shutdown is not None:
             days = (shutdown - datetime.date.today()).days
             if days <= 0:
-                logger.warning("%s: %s was shut down on %s (provider's deprecation page).", self.name, self.model, shutdown)
+                logger.warning(
+                    "%s: %s was shut down on %s (provider's deprecation page).", self.name, self.model, shutdown
+                )
             elif days <= 60:
                 logger.warning("%s: %s shuts down on %s, in %d days.", self.name, self.model, shutdown, days)
 
@@ -363,10 +365,11 @@ class LLMBackend(ABC):
         no provider cache). Logs a warning the first time a prefix below the minimum is seen."""
         if self.min_cache_tokens is None:
             return None
-        report = prefix_report(request, self.model, self.min_cache_tokens)
         key = prefix_key(request)
-        if key not in self._prefixes_seen:
-            self._prefixes_seen.add(key)
+        report = self._prefixes_seen.get(key)
+        if report is None:
+            report = prefix_report(request, self.model, self.min_cache_tokens)
+            self._prefixes_seen[key] = report
             if not report.cacheable and (request.system or request.prefix):
                 logger.warning(
                     "%s: %s, so the provider will not cache it and every request pays the full input price.",

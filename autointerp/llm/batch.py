@@ -157,7 +157,9 @@ class BatchClient(ABC):
                 self.backend.account(r.response.usage, batch=True)
         return results
 
-    async def find(self, key: str | None = None, *, since: datetime.datetime | None = None, n_requests: int | None = None) -> list[BatchStatus]:
+    async def find(
+        self, key: str | None = None, *, since: datetime.datetime | None = None, n_requests: int | None = None
+    ) -> list[BatchStatus]:
         """Batches submitted earlier that the caller may not have stored (a kill between submit and store):
         by `key` where the provider keeps it (OpenAI metadata), else by creation at or after `since` and
         `n_requests` requests. The caller decides; nothing is resubmitted here."""
@@ -217,7 +219,10 @@ class BatchClient(ABC):
 
 
 def split_items(
-    items: Sequence[tuple[str, LLMRequest]], max_requests: int, max_bytes: int | None = None, size: Callable[[LLMRequest], int] | None = None
+    items: Sequence[tuple[str, LLMRequest]],
+    max_requests: int,
+    max_bytes: int | None = None,
+    size: Callable[[LLMRequest], int] | None = None,
 ) -> list[list[tuple[str, LLMRequest]]]:
     """Consecutive chunks of at most `max_requests` items (and `max_bytes` by `size`, if given)."""
     chunks: list[list[tuple[str, LLMRequest]]] = [[]]
@@ -272,7 +277,13 @@ class AnthropicBatches(BatchClient):
         state: BatchState = batch.processing_status
         word = state
         if state == "ended":
-            word = "canceled" if batch.cancel_initiated_at else "expired" if counts.expired and not counts.succeeded else "ended"
+            word = (
+                "canceled"
+                if batch.cancel_initiated_at
+                else "expired"
+                if counts.expired and not counts.succeeded
+                else "ended"
+            )
         total = counts.processing + counts.succeeded + counts.errored + counts.expired + counts.canceled
         return BatchStatus(
             batch_id=batch.id,
@@ -468,7 +479,9 @@ class OpenAIBatches(BatchClient):
             )
         if error is not None:  # e.g. {"code": "batch_expired", "message": ...}
             ecode = error.get("code") or "error"
-            status: ItemStatus = "expired" if ecode == "batch_expired" else "canceled" if ecode == "batch_cancelled" else "errored"
+            status: ItemStatus = (
+                "expired" if ecode == "batch_expired" else "canceled" if ecode == "batch_cancelled" else "errored"
+            )
             return BatchResult(
                 custom_id=cid, status=status, error=f"{ecode}: {error.get('message') or ''}", retryable=True
             )

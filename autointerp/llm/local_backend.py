@@ -31,7 +31,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from autointerp.llm.base import (
     LLMResponse,
     TokenLogprob,
 )
+from autointerp.llm.local_judge import TokenJudge, match_level_logprobs
 from autointerp.llm.retry import PermanentError, TransientError
 from autointerp.records import Usage
 
@@ -59,6 +60,7 @@ DIGITS = tuple(str(d) for d in range(10))
 _LOCK = threading.Lock()
 _GENERATORS: dict[Path, _Generator] = {}
 _SCORERS: dict[Path, _SlotScorer] = {}
+_JUDGES: dict[Path, TokenJudge] = {}
 
 
 def resolve_gguf(model: str | None) -> Path:
@@ -89,7 +91,17 @@ class _Generator:
     """llama.cpp through xllamacpp; calls are serialised (one slot, CPU)."""
 
     def __init__(self, path: Path) -> None:
-        import xllamacpp
+        try:
+            import xllamacpp
+        except ModuleNotFoundError:  # an optional dependency since it became the `local` extra
+            raise InputError(
+                expected(
+                    "LLM backend 'local'",
+                    "no xllamacpp module installed",
+                    "the `local` extra",
+                    "Install it with `pip install 'autointerp[local]'`, or pick an API backend or `baseline`.",
+                )
+            ) from None
 
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
@@ -222,6 +234,11 @@ def slot_scorer(path: Path) -> _SlotScorer:
     return _cached(_SCORERS, path, _SlotScorer)
 
 
+def token_judge(path: Path) -> TokenJudge:
+    scorer = slot_scorer(path)  # the same weights and lock: one copy of the model per process
+    return _cached(_JUDGES, path, lambda _: TokenJudge(scorer.model, scorer.tokenizer, scorer.lock))
+
+
 # --------------------------------------------------------------------------------------------------
 # The backend
 
@@ -329,10 +346,29 @@ class LocalBackend(LLMBackend):
         """
         messages = chat_messages(request)
         path = self.gguf_path
+        return await self._in_process(lambda: slot_scorer(path).score(messages, slot_prefixes))
+
+    async def judge_tokens(self, explanation: str, token_lists: Sequence[Sequence[str]]) -> LLMResponse:
+        """Every token of `token_lists` (flattened, in order) judged from the explanation alone, without
+        its context (autointerp.llm.local_judge): one TokenLogprob per token whose `top` maps '0' and
+        '10' to log-probabilities; its expected level is 10 * P(match). Raises LLMCallError if the model
+        cannot be used."""
+        tokens = [token for row in token_lists for token in row]
+        path = self.gguf_path
+
+        def run() -> tuple[list[dict[str, float]], int]:
+            p_match, n_tokens = token_judge(path).judge(explanation, tokens)
+            return [match_level_logprobs(p) for p in p_match], n_tokens
+
+        return await self._in_process(run)
+
+    async def _in_process(self, run: Callable[[], tuple[list[dict[str, float]], int]]) -> LLMResponse:
+        """Run a transformers engine call in a worker thread (one at a time) and account for it like a
+        call: `run` returns level log-probabilities per slot and the tokens it ran through the model."""
         async with self._state().semaphore:
             started = time.monotonic()
             try:
-                tops, n_tokens = await asyncio.to_thread(lambda: slot_scorer(path).score(messages, slot_prefixes))
+                tops, n_tokens = await asyncio.to_thread(run)
             except (ValueError, InputError, OSError, RuntimeError) as exc:  # too long, no model, torch failed
                 self.n_failed += 1
                 raise LLMCallError(self.name, None, str(exc), 1) from None

@@ -126,7 +126,7 @@ def parse_table(raw: Mapping[str, Any], source: str = TABLE_FILE) -> ModelTable:
         if info.thinks_by_default and info.thinking_off is None and info.effort is None:
             raise InputError(
                 f"{source}: model {name!r} thinks by default and cannot turn it off, but names no effort; "
-                "expected effort = \"low\" (and thinking_budget_tokens) so thinking cannot eat the answer."
+                'expected effort = "low" (and thinking_budget_tokens) so thinking cannot eat the answer.'
             )
         for key in (name, *aliases):
             models[key] = info
@@ -157,7 +157,7 @@ def staleness(table: ModelTable, today: datetime.date | None = None) -> str | No
     which means a mistyped date); None when they are fresh."""
     age = table.age_days(today)
     if age < 0:
-        return f"The model table (autointerp/llm/{TABLE_FILE}) says it was checked on {table.checked}, a day in the future."
+        return f"The model table (autointerp/llm/{TABLE_FILE}) says it was checked on {table.checked}, in the future."
     if age > table.stale_after_days:
         return (
             f"The model table (autointerp/llm/{TABLE_FILE}) was checked on {table.checked}, {age} days ago: "

@@ -10,8 +10,10 @@
   gives no logprobs has `supports_logprobs` False, so the simulator uses its sampled mode (logged once);
   temperature is left out where the model rejects it. A model the table does not name keeps the old
   rule on api.openai.com (o-series and gpt-5* are reasoning models: no logprobs, no temperature).
-- Other servers (vLLM, SGLang...) get logprobs and temperature; `top_logprobs` is capped at the
-  provider's limit (20: OpenAI, and vLLM's default --max-logprobs).
+- A self-hosted model (a name the table does not know, on a server other than api.openai.com: vLLM,
+  SGLang...) gets logprobs and temperature, and `chat_template_kwargs: {"enable_thinking": false}` so
+  templates of thinking models (Qwen3) answer directly; `top_logprobs` is capped at 20 (OpenAI's limit
+  and vLLM's default --max-logprobs). Such servers cache any shared prefix (no minimum).
 - On api.openai.com the token cap is sent as `max_completion_tokens` (reasoning models reject
   `max_tokens`); other servers get `max_tokens`, which every compatible server understands.
 - Assistant prefill: api.openai.com does not continue a trailing assistant message, so
@@ -67,6 +69,7 @@ class OpenAIBackend(LLMBackend):
             self.supports_logprobs = True
             self.supports_temperature = True
             self.min_cache_tokens = 0
+        self.self_hosted = not self.official and not self.info.known
         self.supports_prefill = not self.official
         self.supports_prompt_logprobs = not self.official
         self.max_top_logprobs = self.info.max_top_logprobs
@@ -118,6 +121,9 @@ class OpenAIBackend(LLMBackend):
             messages.append({"role": "assistant", "content": request.assistant_prefill})
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
+        if self.self_hosted:
+            # Qwen3-style chat templates think unless told not to; templates without the switch ignore it.
+            body["chat_template_kwargs"] = {"enable_thinking": False}
         if request.prompt_logprobs and self.supports_prompt_logprobs:
             body["prompt_logprobs"] = min(request.prompt_logprobs, self.max_top_logprobs)
             body["return_token_ids"] = True  # vLLM: prompt_token_ids, to tell the prompt's token from the top-k
@@ -174,7 +180,13 @@ class OpenAIBackend(LLMBackend):
 
 
 # Request fields of vLLM / SGLang that are not in OpenAI's Chat Completions API.
-_EXTENSIONS = ("continue_final_message", "add_generation_prompt", "prompt_logprobs", "return_token_ids")
+_EXTENSIONS = (
+    "continue_final_message",
+    "add_generation_prompt",
+    "chat_template_kwargs",
+    "prompt_logprobs",
+    "return_token_ids",
+)
 
 
 def parse_prompt_logprobs(raw: list[Any], token_ids: list[int] | None = None) -> list[TokenLogprob | None]:

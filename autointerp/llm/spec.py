@@ -27,8 +27,11 @@ ACCEPTED_FORMS = (
 REMOTE_KINDS = ("anthropic", "openai")  # need a model name
 OFFLINE_KINDS = ("local", "baseline")  # no URL; model optional (local) or none (baseline)
 
-DEFAULT_ANTHROPIC_MODEL = "claude-haiku-5-5"  # current small Claude (2026-11)
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"  # small, gives logprobs, accepts temperature 0
+# Defaults: entries of the model table (autointerp/llm/models.toml), which holds their prices and rules.
+DEFAULT_ANTHROPIC_MODEL = "claude-haiku-5-5"  # current small Claude (2026-10); thinking turned off per request
+# Small, gives logprobs, accepts temperature 0. Shuts down 2027-01-14 (the backend warns); its announced
+# successor gpt-6-luna gives no logprobs as far as the table knows, so the simulator would run sampled.
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 # Requests in flight when the caller gives no number. Remote APIs: enough to hide latency, few enough
 # for a new account's rate limit. local: one model on one machine.

@@ -45,10 +45,10 @@ from autointerp.scoring import DetectionScores, detection_scores
 
 DetectionMode = Literal["baseline", "forced", "logprob", "sampled"]
 
-# Windows judged per prompt. 20 score windows of 32 tokens in 2 calls: ~1,550 input tokens (~720 of them the
-# shared, cacheable prefix) and ~80 output, against ~3,700 input for a sampled simulation of the same windows
-# and ~2,800 output for a logprob one (SmolLM2 tokenizer counts; more per prompt saves little once cached).
-WINDOWS_PER_PROMPT = 10
+# Windows judged per prompt: ScoringConfig.detection_windows_per_prompt, 10 by default. 20 score windows of 32
+# tokens in 2 calls: ~1,550 input tokens (~720 of them the shared, cacheable prefix) and ~80 output, against
+# ~3,700 input for a sampled simulation of the same windows and ~2,800 output for a logprob one (SmolLM2
+# tokenizer counts; more per prompt saves little once cached).
 DETECTION_ATTEMPTS = 3  # answers asked for per prompt: the first and two re-asks after a bad answer
 GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
 METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auroc")
@@ -203,8 +203,11 @@ Verdicts = tuple[list[bool], list[float] | None, list[CallRecord]]
 class DetectionScorer(Scorer):
     name = "detection"
 
-    def __init__(self, backend: LLMBackend, cfg: RunConfig, windows_per_prompt: int = WINDOWS_PER_PROMPT) -> None:
+    def __init__(self, backend: LLMBackend, cfg: RunConfig, windows_per_prompt: int | None = None) -> None:
+        """windows_per_prompt None -> the run's `scoring.detection_windows_per_prompt`."""
         super().__init__(backend, cfg)
+        if windows_per_prompt is None:
+            windows_per_prompt = cfg.scoring.detection_windows_per_prompt
         if windows_per_prompt < 1:
             raise ValueError(f"DetectionScorer: found windows_per_prompt={windows_per_prompt}; expected >= 1")
         self.windows_per_prompt = windows_per_prompt

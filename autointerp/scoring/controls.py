@@ -3,7 +3,7 @@
 - :func:`lift` / :func:`lift_metric`: a score minus the same score under a control explanation (the
   top-tokens baseline, another feature's explanation) on the same held-out windows.
 - :func:`permutation_null`: a control that needs no LLM call: the feature's own predictions scored
-  against the wrong windows.
+  against the wrong windows, each rotated by a random offset.
 """
 
 from collections.abc import Sequence
@@ -79,13 +79,22 @@ def permutation_null(
     *,
     feature: int = 0,
 ) -> PermutationNull:
-    """The feature's own predictions scored against a permutation of its windows.
+    """The feature's own predictions scored against the wrong windows, at the wrong positions.
 
-    Each permutation reassigns which prediction window goes with which truth window, only among windows
-    of equal length (a window keeps its partner when no other window has its length); the statistic is
-    the pooled Pearson r(a raw, p) over all tokens, as the headline correlation. A real explanation puts
-    high predictions on the tokens that fire in *its* window; a score that survives the shuffle came
-    from predicting the same positions everywhere (e.g. "the first token fires") or from chance.
+    Each draw (a) reassigns which prediction window goes with which truth window, among windows of equal
+    length (a window with no equal-length partner keeps its own), and (b) rotates each prediction window
+    circularly by its own uniform random offset in 0..length-1. The statistic is the pooled Pearson
+    r(a raw, p) over all tokens, as the headline correlation.
+
+    Why the rotation: windows are cut around their peak (`window_left` tokens before it), so every top and
+    interval window fires at the same position. Pairing windows alone keeps that alignment, and a perfect
+    explanation's null then averaged r ~ 0.1 instead of 0. With the rotation the null's expectation is
+    exactly what chance placement gives: for every equal-length group, E[<t_i, roll(p_j, s)>] over j and s
+    is sum(t_i) * mean(p over the group), so the expected pooled cross term equals n * mean(a) * mean(p) and
+    the expected null r is exactly 0 when all windows have one length (as the sampler cuts them); otherwise
+    it is how the length groups' mean activation and mean prediction co-vary. What the null no longer
+    catches: a prediction that only says *where* in a window the feature fires ("the 25th token") stands
+    above it, as a real explanation does; the baseline and other-feature controls are the checks on meaning.
 
     Args:
         windows_true: per window, raw true activations (1-d).
@@ -95,12 +104,12 @@ def permutation_null(
             every run with that seed, whatever other features the run holds.
         feature: SAE feature index (>= 0).
 
-    Vectorised: the pooled sums of a, p, a^2, p^2 do not change under a permutation, only sum a*p, which
-    is the sum over windows of <true window i, prediction window pi(i)>; the dot products of every pair
-    of equal-length windows are computed once, and each permutation sums a row of them.
+    Vectorised: the pooled sums of a, p, a^2, p^2 do not change under a draw, only sum a*p, which is the
+    sum over windows of <true window i, prediction window pi(i) rotated by s_i>; the dot products of every
+    pair of equal-length windows at every rotation are computed once ([W, W, L] per length), and each draw
+    sums W of them.
 
-    Undefined (reason) when the observed r is (fewer than 2 tokens, constant truth or prediction) or
-    when no two windows have the same length.
+    Undefined (reason) when the observed r is (fewer than 2 tokens, constant truth or prediction).
     """
     if n_permutations < 1:
         raise ValueError(expected("permutation_null n_permutations", str(n_permutations), ">= 1"))
@@ -128,23 +137,24 @@ def permutation_null(
     by_length: dict[int, list[int]] = {}
     for i, t in enumerate(trues):
         by_length.setdefault(t.size, []).append(i)
-    if all(len(idx) < 2 for idx in by_length.values()):
-        return PermutationNull.undefined("no two windows of equal length")
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, feature]))
-    cross = np.zeros(n_permutations)  # sum of a*p per permutation
+    cross = np.zeros(n_permutations)  # sum of a*p per draw
     observed_cross = 0.0
     for length in sorted(by_length):
         idx = by_length[length]
+        n_windows = len(idx)
         t_WL = np.stack([trues[i] for i in idx])
         p_WL = np.stack([preds[i] for i in idx])
-        dots_WW = t_WL @ p_WL.T  # [i, j] = <true window i, prediction window j>
-        observed_cross += float(np.trace(dots_WW))
-        if len(idx) == 1:
-            cross += dots_WW[0, 0]
-            continue
-        perms_NW = rng.permuted(np.tile(np.arange(len(idx)), (n_permutations, 1)), axis=1)
-        cross += dots_WW[np.arange(len(idx))[None, :], perms_NW].sum(axis=1)
+        rolled_SL = (np.arange(length)[None, :] - np.arange(length)[:, None]) % length  # [s] = roll by s
+        dots_WWS = np.einsum("il,jsl->ijs", t_WL, p_WL[:, rolled_SL])  # <true i, prediction j rolled by s>
+        observed_cross += float(np.trace(dots_WWS[:, :, 0]))
+        if n_windows > 1:
+            perms_NW = rng.permuted(np.tile(np.arange(n_windows), (n_permutations, 1)), axis=1)
+        else:
+            perms_NW = np.zeros((n_permutations, 1), dtype=np.int64)
+        shifts_NW = rng.integers(0, length, size=(n_permutations, n_windows))
+        cross += dots_WWS[np.arange(n_windows)[None, :], perms_NW, shifts_NW].sum(axis=1)
 
     n_tok = a.size
     scale = np.sqrt(np.sum((a - a.mean()) ** 2) * np.sum((p - p.mean()) ** 2))

@@ -13,7 +13,7 @@ from autointerp.errors import StoreError, expected
 from autointerp.records import Explanation, FeatureReport, FeatureSample, Window
 from autointerp.store import rows
 from autointerp.store.connection import StoreConnection, guarded
-from autointerp.store.schema import STAGES, TABLES, FeatureStage
+from autointerp.store.schema import DETECTION_COLUMNS, STAGES, TABLES, FeatureStage
 
 
 class StoreQueries(StoreConnection):
@@ -121,7 +121,8 @@ class StoreQueries(StoreConnection):
     def load_reports(self, run_id: str) -> list[FeatureReport]:
         """One report per sampled feature (ascending): stats, windows, LLM explanation, scores, controls and
         open errors. `scores` holds the 'llm' row's columns, lift, lift_other and json; `controls` maps
-        'baseline' / 'other' to their rows (with `explanation_source`, e.g. 'other:17')."""
+        'baseline' / 'other' to their rows (with `explanation_source`, e.g. 'other:17'); `detection` maps
+        'llm' / 'baseline' / 'other' to their detection_scores rows."""
         run = self.require_run(run_id)
         config = run["config"]
         windows = self._windows(run_id)
@@ -135,6 +136,7 @@ class StoreQueries(StoreConnection):
                 scores[feature] = row
             else:
                 controls.setdefault(feature, {})[source.split(":")[0]] = {**row, "explanation_source": source}
+        detection = self.detection_rows(run_id, ["backend", *DETECTION_COLUMNS, "settings_hash", "json"])
         errors: dict[int, list[str]] = {}
         for row in self._rows("SELECT * FROM errors WHERE run_id = ? AND resolved = 0 ORDER BY id", [run_id]):
             errors.setdefault(row["feature"], []).append(f"{row['stage']}: {row['message']}")
@@ -147,6 +149,7 @@ class StoreQueries(StoreConnection):
                 explanation=explanations.get(r["feature"]),
                 scores=scores.get(r["feature"]),
                 controls=controls.get(r["feature"], {}),
+                detection=detection.get(r["feature"], {}),
                 errors=errors.get(r["feature"], []),
                 model_name=config.get("model") or "",
                 sae_name=Path(config["sae"]).name or config["sae"],
@@ -179,6 +182,25 @@ class StoreQueries(StoreConnection):
         for row in found:
             feature, source = row.pop("feature"), row["explanation_source"]
             out.setdefault(feature, {}).setdefault(source.split(":")[0], row)
+        return out
+
+    @guarded
+    def detection_rows(self, run_id: str, columns: Sequence[str]) -> dict[int, dict[str, dict[str, Any]]]:
+        """feature -> source ('llm', 'baseline', 'other') -> the given columns of its detection_scores row
+        (explanation_source kept, e.g. 'other:17'); empty for a file written before detection existed."""
+        for column in columns:  # names go into the SQL text: only the table's own may pass
+            if column not in TABLES["detection_scores"][0]:
+                raise ValueError(f"detection_rows column: found {column!r}; expected a detection_scores column")
+        if "detection_scores" not in self.db.table_names():
+            return {}
+        select = ", ".join(dict.fromkeys(["feature", "explanation_source", *columns]))
+        found = self._rows(
+            f"SELECT {select} FROM detection_scores WHERE run_id = ? ORDER BY feature, explanation_source", [run_id]
+        )
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for row in found:
+            feature = row.pop("feature")
+            out.setdefault(feature, {}).setdefault(row["explanation_source"].split(":")[0], row)
         return out
 
     @guarded

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 from autointerp import __version__
 from autointerp.records import CallRecord, Explanation, FeatureStats, Simulation, Usage, Window
 from autointerp.scoring import FeatureScores
+from autointerp.store.schema import DETECTION_COLUMNS
 
-if TYPE_CHECKING:  # config imports the corpus module and with it torch: readers need neither
+if TYPE_CHECKING:  # config imports the corpus module and with it torch, the scorers the LLM backends:
+    # readers need none of them
     from autointerp.config import RunConfig
+    from autointerp.scorers.detection import DetectionResult
 
 VERSIONED_PACKAGES = ("autointerp", "torch", "transformer_lens", "anthropic", "openai")
 # The columns a scores row carries besides FeatureScores.to_columns(); only the 'llm' row has values.
@@ -202,6 +205,24 @@ def score_row(
     }
 
 
+def detection_row(run_id: str, result: "DetectionResult", settings_hash: str | None = None) -> dict[str, Any]:
+    """One detection_scores row: the result's scalar columns, its settings hash and the result as JSON
+    without its calls (they go to llm_calls)."""
+    columns = result.columns()
+    unknown = set(columns) - {"scorer", "explanation_source", "backend", *DETECTION_COLUMNS}
+    if unknown:  # a column added to the scorer but not to the schema would be lost silently
+        raise ValueError(f"detection row: found columns {sorted(unknown)}; expected those of DETECTION_COLUMNS")
+    return {
+        "run_id": run_id,
+        "feature": result.feature,
+        "explanation_source": result.explanation_source,
+        "backend": result.backend,
+        **{name: columns.get(name) for name in DETECTION_COLUMNS},
+        "settings_hash": settings_hash,
+        "json": result.model_dump_json(exclude={"calls"}),
+    }
+
+
 def settings_row(run_id: str, digest: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "run_id": run_id,
@@ -211,11 +232,11 @@ def settings_row(run_id: str, digest: str, settings: Mapping[str, Any]) -> dict[
     }
 
 
-def call_row(run_id: str, feature: int, stage: str, call: CallRecord) -> dict[str, Any]:
-    """One llm_calls row. The stage is the one the store records it under (a best-of-n explanation's
-    judging simulations count as 'explain'), not the call's own `stage`."""
+def call_row(run_id: str, feature: int, stage: str | None, call: CallRecord) -> dict[str, Any]:
+    """One llm_calls row, under `stage` (a best-of-n explanation's judging simulations count as 'explain'),
+    or under the call's own `stage` when None (a scored feature's 'simulate' and 'detect' calls)."""
     return {
-        "stage": stage,
+        "stage": stage or call.stage,
         "status": "ok" if call.ok else "error",
         "created_at": now(),
         "backend": call.backend,

@@ -21,7 +21,8 @@ DB_NAME = "autointerp.sqlite"
 # no reader depends on them, so adding or changing one needs no new version.
 # 1: the first schema. 2: scores gained the FeatureScores columns added since (abs_dev_explained_centred,
 #    the calibration-set count, detection_threshold_rule, the permutation null) and `settings_hash`; new
-#    table `settings`. A version-1 file is read as it is and upgraded when opened for writing (MIGRATIONS).
+#    tables `settings` and `detection_scores`. A version-1 file is read as it is and upgraded when opened
+#    for writing (MIGRATIONS).
 SCHEMA_VERSION = 2
 RunStatus = Literal["sampling", "scoring", "done", "interrupted"]
 FeatureStage = Literal["sampled", "explained", "scored", "failed"]
@@ -39,6 +40,18 @@ def _score_types() -> dict[str, type]:
         types[name] = int if annotation is int else float if float in (annotation, *get_args(annotation)) else str
     return types
 
+
+# The detection scorer's scalar columns (autointerp.scorers.detection.COLUMNS, pinned equal by
+# tests/test_store.py; spelled out here so that readers of the store need not import the scorers, which pull
+# in the LLM backends): what the judge saw, the binary metrics with truth = the feature fired in the window,
+# AUROC from P(yes) (NULL when the judge gave no probabilities), and each group's share judged yes.
+DETECTION_GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
+DETECTION_METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auroc")
+DETECTION_COLUMNS: dict[str, type] = {
+    "mode": str, "windows_per_prompt": int, "n_windows": int, "n_positive": int, "n_negative": int,
+    "n_said_yes": int, **dict.fromkeys(DETECTION_METRICS, float),
+    **{f"yes_rate_{group}": float for group in DETECTION_GROUPS},
+}  # fmt: skip
 
 # table -> (columns, primary key, indexes). Every table but `runs` has run_id with a foreign key to
 # runs(run_id). A primary key starting (run_id, feature) doubles as the (run_id, feature) index.
@@ -94,6 +107,17 @@ TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], tuple[tuple[str,
         {
             "run_id": str, "feature": int, "explanation_source": str, **_score_types(),
             "lift": float, "lift_other": float, "json": str, "settings_hash": str,
+        },
+        ("run_id", "feature", "explanation_source"),
+        (("run_id", "explanation_source"),),
+    ),
+    "detection_scores": (
+        # One row per explanation judged by the detection scorer: the LLM's ('llm') and each control's, on
+        # the same held-out windows as the simulation. json: the DetectionResult without its calls
+        # (per-window verdicts, P(yes), groups, labels, the order shown).
+        {
+            "run_id": str, "feature": int, "explanation_source": str, "backend": str, **DETECTION_COLUMNS,
+            "settings_hash": str, "json": str,
         },
         ("run_id", "feature", "explanation_source"),
         (("run_id", "explanation_source"),),
@@ -214,8 +238,9 @@ def _add_missing_columns(db: sqlite_utils.Database, table: str) -> None:
 
 def _v1_to_v2(db: sqlite_utils.Database) -> None:
     # Old rows keep NULL in the new columns: their permutation null was never computed and their settings
-    # were not recorded (comparisons fall back to the stored configs). The `settings` table is created
-    # with the others by create_schema.
+    # were not recorded (comparisons fall back to the stored configs). The `settings` and `detection_scores`
+    # tables are created with the others by create_schema (a version-2 file written before detection
+    # existed gets its table the same way, on its next open for writing).
     _add_missing_columns(db, "scores")
 
 

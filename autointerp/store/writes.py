@@ -18,8 +18,9 @@ from autointerp.store.connection import guarded
 from autointerp.store.queries import StoreQueries
 from autointerp.store.schema import FeatureStage, RunStatus
 
-if TYPE_CHECKING:  # config imports the corpus module and with it torch: readers need neither
+if TYPE_CHECKING:  # config imports the corpus module and with it torch, the scorers the LLM backends
     from autointerp.config import RunConfig
+    from autointerp.scorers.detection import DetectionResult
 
 
 class StoreWrites(StoreQueries):
@@ -34,10 +35,38 @@ class StoreWrites(StoreQueries):
             ({"run_id": run_id, "feature": f, "stage": stage, "updated_at": now} for f in features),
         )
 
+    def _put_errors(self, run_id: str, feature: int, errors: Iterable[tuple[str, str]]) -> None:
+        now = rows.now()
+        self._put(
+            "errors",
+            (
+                {
+                    "run_id": run_id,
+                    "feature": feature,
+                    "stage": stage,
+                    "message": message,
+                    "created_at": now,
+                    "resolved": 0,
+                }
+                for stage, message in errors
+            ),
+            replace=False,
+        )
+
+    def _put_settings(self, run_id: str, settings: Mapping[str, Any] | None) -> str | None:
+        """Store the settings once per run under their hash (first writer wins: the row is the same for every
+        feature); their hash, None when there are none."""
+        if settings is None:
+            return None
+        digest = settings_hash(settings)
+        self.db.table("settings").insert(self._redact(rows.settings_row(run_id, digest, settings)), ignore=True)
+        return digest
+
     def _touch(self, run_id: str) -> None:
         self.db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", [rows.now(), run_id])
 
-    def _put_calls(self, run_id: str, feature: int, stage: str, calls: Iterable[CallRecord]) -> None:
+    def _put_calls(self, run_id: str, feature: int, stage: str | None, calls: Iterable[CallRecord]) -> None:
+        """The calls as new llm_calls rows, under `stage`, or each under its own when None."""
         self._put("llm_calls", (rows.call_row(run_id, feature, stage, c) for c in calls), replace=False)
 
     # ------------------------------------------------------------------------------------ runs
@@ -137,29 +166,35 @@ class StoreWrites(StoreQueries):
         lifts: Mapping[str, float | None] | None = None,
         calls: Sequence[CallRecord] = (),
         settings: Mapping[str, Any] | None = None,
+        detections: Sequence["DetectionResult"] = (),
+        detection_settings: Mapping[str, Any] | None = None,
+        errors: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Simulations, scores (keyed by explanation_source) and status 'scored' in one transaction.
+        """Every scorer's results for one feature and status 'scored', in one transaction.
 
-        `lifts` ('lift', 'lift_other'; interpret.control_lifts) go on the 'llm' scores row; a missing one,
-        and both on control rows, are stored as NULL. `settings` (settings_hash.score_settings) is stored
-        once per run under its hash, and the hash on every scores row; None leaves the hash NULL.
+        simulations and scores (keyed by explanation_source) land in `simulations` and `scores`; `lifts`
+        ('lift', 'lift_other'; interpret.control_lifts) go on the 'llm' scores row (a missing one, and both on
+        control rows, are stored as NULL). `detections` (one DetectionResult per explanation judged) land in
+        `detection_scores`. `settings` / `detection_settings` (settings_hash.score_settings of each scorer) are
+        stored once per run under their hash, and the hash on every row of that scorer; None leaves it NULL.
+        `calls` are recorded each under its own stage ('simulate', 'detect'). `errors` ((stage, message): a
+        scorer that failed on the LLM explanation while another succeeded) are recorded as open errors.
         Replaces whatever the feature had before (a control scored earlier but not now is removed).
         """
         self._writing()
-        stray = [s.feature for s in simulations if s.feature != feature]
+        stray = [s.feature for s in (*simulations, *detections) if s.feature != feature]
         if stray:
             raise ValueError(
-                f"save_scored feature {feature}: found simulations of features {stray}; expected only {feature}"
+                f"save_scored feature {feature}: found results of features {stray}; expected only {feature}"
             )
         unknown = set(lifts or {}) - set(rows.LIFT_COLUMNS)
         if unknown:
             raise ValueError(f"save_scored lifts: found {sorted(unknown)}; expected only {rows.LIFT_COLUMNS}")
-        digest = None if settings is None else settings_hash(settings)
         with self.db.atomic():
-            for table in ("simulations", "scores"):
+            for table in ("simulations", "scores", "detection_scores"):
                 self.db.execute(f"DELETE FROM {table} WHERE run_id = ? AND feature = ?", [run_id, feature])
-            if settings is not None:  # first writer wins: the row is the same for every feature
-                self.db.table("settings").insert(self._redact(rows.settings_row(run_id, digest, settings)), ignore=True)
+            digest = self._put_settings(run_id, settings)
+            detection_digest = self._put_settings(run_id, detection_settings)
             self._put("simulations", (rows.simulation_row(run_id, s) for s in simulations))
             self._put(
                 "scores",
@@ -168,27 +203,31 @@ class StoreWrites(StoreQueries):
                     for source, s in scores.items()
                 ),
             )
-            self._put_calls(run_id, feature, "simulate", calls)
+            self._put("detection_scores", (rows.detection_row(run_id, d, detection_digest) for d in detections))
+            self._put_calls(run_id, feature, None, calls)
+            self._put_errors(run_id, feature, errors)
             self._set_stage(run_id, [feature], "scored")
             self._touch(run_id)
 
     @guarded
     def record_failure(
-        self, run_id: str, feature: int, stage: str, message: str, *, calls: Sequence[CallRecord] = ()
+        self,
+        run_id: str,
+        feature: int,
+        stage: str,
+        message: str,
+        *,
+        calls: Sequence[CallRecord] = (),
+        more: Sequence[tuple[str, str]] = (),
+        own_call_stages: bool = False,
     ) -> None:
-        """A feature's stage failed for good: an open error, its calls, status 'failed' (never a score)."""
+        """A feature's stage failed for good: an open error (and one per (stage, message) of `more`: every
+        scorer that failed), its calls, status 'failed' (never a score). The calls are recorded under `stage`
+        (best-of-n's judging simulations count as 'explain'), or each under its own with own_call_stages."""
         self._writing()
-        error = {
-            "run_id": run_id,
-            "feature": feature,
-            "stage": stage,
-            "message": message,
-            "created_at": rows.now(),
-            "resolved": 0,
-        }
         with self.db.atomic():
-            self._put("errors", [error], replace=False)
-            self._put_calls(run_id, feature, stage, calls)
+            self._put_errors(run_id, feature, [(stage, message), *more])
+            self._put_calls(run_id, feature, None if own_call_stages else stage, calls)
             self._set_stage(run_id, [feature], "failed")
             self._touch(run_id)
 
