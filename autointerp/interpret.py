@@ -16,7 +16,7 @@ hash of the settings that made it (autointerp.settings_hash), one per scorer.
 """
 
 import asyncio
-import random
+import hashlib
 from collections.abc import Mapping, Sequence
 
 from autointerp.best_of import explain_best_of
@@ -102,15 +102,21 @@ def control_lifts(scores: Mapping[str, FeatureScores]) -> dict[str, float | None
 
 
 def control_partners(features: list[int], share: float, seed: int) -> dict[int, int | None]:
-    """The features (`share` of them, seeded) that get controls -> the feature whose explanation is their
-    'other' control (the next one, cyclically; None when there is no other feature)."""
-    rng = random.Random(seed)
+    """The features (`share` of them) that get controls -> the feature whose explanation is their 'other'
+    control (the next one, cyclically; None when there is no other feature).
+
+    Whether a feature gets controls is a function of (seed, feature) only, so a feature shared by two runs
+    with different feature sets gets controls in both or in neither. The 'other' partner necessarily
+    depends on which features the run explained."""
     ordered = sorted(features)
-    chosen = [f for f in ordered if rng.random() < share]
-    return {
-        f: ordered[(i + 1) % len(ordered)] if len(ordered) > 1 else None
-        for i, f in ((ordered.index(f), f) for f in chosen)
-    }
+    chosen = [f for f in ordered if _unit_hash(seed, f) < share]
+    return {f: ordered[(ordered.index(f) + 1) % len(ordered)] if len(ordered) > 1 else None for f in chosen}
+
+
+def _unit_hash(seed: int, feature: int) -> float:
+    """A uniform number in [0, 1) from (seed, feature) alone."""
+    digest = hashlib.sha256(f"controls:{seed}:{feature}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class Tally:

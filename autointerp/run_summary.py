@@ -22,12 +22,18 @@ same windows) and the lift over it, `lift_*` / `lift_other_*` for correlation an
 `null_z_*` (how many null standard deviations the real correlation stands above it) and
 `null_p05_share` (share of features with p < 0.05; an undefined p counts as not below).
 
+Spread: `bootstrap_std_*` summarises each feature's window-bootstrap std of its correlation (the score
+json's `bootstrap_std`: the feature's own scored windows resampled with replacement, seeded by (seed,
+feature); not a re-draw of fresh windows), undefined left out; its `_mean` is the typical per-feature
+spread to read next to `correlation_mean`. Rows stored before it existed have none.
+
 Detection (the detection scorer's rows, where it ran): `detection_<score>_*` for balanced accuracy,
 precision, recall and AUROC of the LLM explanation (undefined left out: precision when the judge said yes
 to nothing, AUROC when it gave no probabilities), and `detection_<score>_lift_*`, the lift over the baseline
 explanation judged on the same windows.
 """
 
+import json
 from typing import Any
 
 from autointerp.scoring import summarise
@@ -90,9 +96,18 @@ def score_statistics(rows: dict[int, dict[str, dict[str, Any]]], n_permutations:
     out["null_p05_share"] = sum(below) / len(below) if below else None
     out["null_p05_n"] = len(below)
     out["null_n_permutations"] = n_permutations
+    spreads = [_bootstrap_std(r) for r in llm]
+    out.update(_flat("bootstrap_std", summarise(spreads, undefined_as_zero=False)))
     for score in SECONDARY_SCORES:
         out.update(_flat(score, summarise([r[score] for r in llm], undefined_as_zero=False)))
     return out
+
+
+def _bootstrap_std(row: dict[str, Any]) -> float | None:
+    """The row's window-bootstrap std from its score json (None without json or without the field)."""
+    if not row.get("json"):
+        return None
+    return json.loads(row["json"]).get("bootstrap_std")
 
 
 def detection_statistics(rows: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -113,7 +128,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     LLM usage summed over every recorded call (cost_usd None when some call's price is unknown; then
     unpriced_calls says how many). Raises StoreError when the database has no such run."""
     run = store.require_run(run_id)
-    columns = (*HEADLINE_SCORES, *SECONDARY_SCORES, *_NULL_COLUMNS)
+    columns = (*HEADLINE_SCORES, *SECONDARY_SCORES, *_NULL_COLUMNS, "json")
     rows = store.score_rows(run_id, columns)
     detection = store.detection_rows(run_id, DETECTION_SCORES)
     stages = store.stage_counts(run_id)

@@ -28,6 +28,18 @@ explanation and scoring windows never share a context):
   feature, windows at a hashed offset, stored with their TRUE activations.
 - non-activating: bottom-k sampling over contexts where the feature never fires, window at a hashed
   offset of the context.
+- hard_negative (score split only): windows that hold the feature's strongest token where it does not
+  fire. The top tokens are only known at the end, so the rule is two-stage and says so: the sampler
+  follows the token id t at the feature's running max (a context sets a new max only if its peak is
+  strictly above every earlier one, so the first context wins a tie; within a context the first
+  position of its peak). Each time t changes, the reservoir restarts. It keeps, among the contexts
+  streamed since t last changed where the feature never fires, the n_hard_negative_score with the
+  smallest keys of (seed, feature, context) that contain t at a valid position; the window is centred
+  like a top window on the occurrence with the smallest key of (that key, position). So every window
+  contains t = the token of the final max and has zero activation throughout; contexts streamed
+  before t was last established are not eligible (an early max token gets the whole corpus, a late
+  one only its tail). Unlike the other reservoirs this depends on the order of contexts (not on the
+  batching): shards of a corpus do not merge exactly here.
 Statistics (token count, firing count, max, mean when active, histogram on the same grid) count every
 token except BOS and other special tokens, in both splits, each feature reduced on its own.
 """
@@ -47,12 +59,12 @@ from autointerp.hooks import hook_stop_layer
 from autointerp.records import FeatureSample, FeatureStats, Window
 
 SPLITS = ("explain", "score")
-_GROUPS = ("top", "interval", "random", "nonactivating")
+_GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
 _HASH_PRIME = (1 << 61) - 1
 
 # ---- counter-based draws -------------------------------------------------------------------------
 # What is drawn: each gets its own stream of the seed, so draws of different kinds are unrelated.
-SALT_SPLIT, SALT_KEY, SALT_RANDOM, SALT_RANDOM_START, SALT_START, SALT_WINDOW_HASH = range(1, 7)
+SALT_SPLIT, SALT_KEY, SALT_RANDOM, SALT_RANDOM_START, SALT_START, SALT_WINDOW_HASH, SALT_HARD = range(1, 8)
 MASK32 = 0xFFFFFFFF
 NO_KEY = 1 << 32  # above every key: an empty reservoir slot
 
@@ -104,6 +116,9 @@ class SplitState:
     nonact_key_FN: Tensor
     nonact_context_FN: Tensor
     nonact_start_FN: Tensor
+    hard_key_FH: Tensor  # H hard-negative slots, keyed like nonact but under their own stream
+    hard_context_FH: Tensor
+    hard_start_FH: Tensor
     random_contexts_R: Tensor  # chosen up front, [R]
     random_starts_R: Tensor
     random_acts_FRW: Tensor
@@ -152,6 +167,8 @@ class SamplerState:
         # Per-feature key states: a (feature, context) key is draw(feature_state, context).
         features_F = torch.tensor(features, dtype=torch.int64)
         self.feature_state_F = draw(stream(seed, SALT_KEY), features_F).to(self.device)
+        self.hard_state_F = draw(stream(seed, SALT_HARD), features_F).to(self.device)
+        self.max_token_F = torch.full((F,), -1, dtype=torch.int64, device=self.device)  # -1: never fired
         self._start_state = stream(seed, SALT_START)
         self._n_tokens = torch.zeros((), dtype=torch.int64, device=self.device)  # read once, at the end
         self.n_active_F = torch.zeros(F, dtype=torch.int64, device=self.device)
@@ -165,13 +182,14 @@ class SamplerState:
             (cfg.n_top_score, cfg.n_random_score, cfg.per_interval_score),
         ]
         n_nonact = [0, cfg.n_nonactivating_score]
+        n_hard = [0, cfg.n_hard_negative_score]
         random_key = draw(stream(seed, SALT_RANDOM), context_ids)
         random_start = self._offset(draw(stream(seed, SALT_RANDOM_START), context_ids))
         for split, (n_top, n_random, _) in enumerate(counts):
             pool = torch.nonzero(split_host == split).flatten()
             # The n_random smallest keys (distinct: draw is a bijection of the context id).
             pick = pool[random_key[pool].argsort()[:n_random]].sort().values
-            self.splits.append(self._empty_split(F, n_top, n_nonact[split], pick, random_start[pick]))
+            self.splits.append(self._empty_split(F, n_top, n_nonact[split], n_hard[split], pick, random_start[pick]))
         # Random contexts on the host: context id -> [(split, slot r, start)].
         self._random_hits: dict[int, list[tuple[int, int, int]]] = {}
         for split, state in enumerate(self.splits):
@@ -186,7 +204,7 @@ class SamplerState:
     def n_tokens(self) -> int:
         return int(self._n_tokens)
 
-    def _empty_split(self, F, K, N, random_contexts, random_starts) -> SplitState:
+    def _empty_split(self, F, K, N, H, random_contexts, random_starts) -> SplitState:
         G, M, W, dev = self.cfg.interval_grid, self.M, self.W, self.device
         R = len(random_contexts)
         return SplitState(
@@ -203,6 +221,9 @@ class SamplerState:
             nonact_key_FN=_fill((F, N), NO_KEY, torch.int64, dev),
             nonact_context_FN=_fill((F, N), -1, torch.int64, dev),
             nonact_start_FN=_fill((F, N), 0, torch.int64, dev),
+            hard_key_FH=_fill((F, H), NO_KEY, torch.int64, dev),
+            hard_context_FH=_fill((F, H), -1, torch.int64, dev),
+            hard_start_FH=_fill((F, H), 0, torch.int64, dev),
             random_contexts_R=random_contexts.to(dev),
             random_starts_R=random_starts.to(dev),
             random_acts_FRW=_fill((F, R, W), 0.0, torch.float32, dev),
@@ -229,6 +250,8 @@ class SamplerState:
         self.sum_active_F += acts_BLF.sum((0, 1), dtype=torch.float64)
         peak_BF, argmax_BF = acts_BLF.max(dim=1)
         batch_max_F = peak_BF.max(0).values
+        tokens_BL = tokens_BL.to(self.device)
+        hard_from_F = self._track_max_token(peak_BF, tokens_BL.gather(1, argmax_BF))
         self._grow_grid(batch_max_F)
         self.max_F = torch.maximum(self.max_F, batch_max_F)
         self._add_histogram(acts_BLF, active_BLF)
@@ -255,6 +278,7 @@ class SamplerState:
             self._update_cells(state, peak_BF, fires_BF, keys_BF, context_ids_B, start_BF, window_acts_BFW)
             silent_BF = (peak_BF <= 0) & in_split_B[:, None]
             self._update_nonactivating(state, silent_BF, keys_BF, context_ids_B, start_BF)
+            self._update_hard(state, silent_BF, hard_from_F, context_ids_B, tokens_BL, valid_BL)
         self._update_random(acts_BLF, ids_host)
 
     def _cut(self, acts_BLF: Tensor, start_BF: Tensor) -> Tensor:
@@ -411,6 +435,59 @@ class SamplerState:
         state.nonact_context_FN = ctx.gather(1, best)
         state.nonact_start_FN = torch.cat([state.nonact_start_FN, start_BF.T], 1).gather(1, best)
 
+    def _track_max_token(self, peak_BF: Tensor, peak_token_BF: Tensor) -> Tensor:
+        """Follow the token at each feature's running max through the batch, context by context, and
+        restart the hard-negative reservoirs of features whose token changed. Returns, per feature, the
+        batch row from which this batch's contexts are eligible (-1: all, the token did not change).
+        Call before max_F takes in this batch."""
+        B = len(peak_BF)
+        rows_B = torch.arange(B, device=self.device)
+        best_BF = torch.cat([self.max_F[None], peak_BF]).cummax(0).values
+        raises_BF = peak_BF > best_BF[:-1]  # strictly above all before it: the first context wins a tie
+        last_BF = torch.where(raises_BF, rows_B[:, None], -1).cummax(0).values
+        token_BF = torch.where(last_BF >= 0, peak_token_BF.gather(0, last_BF.clamp_min(0)), self.max_token_F)
+        changed_BF = token_BF != torch.cat([self.max_token_F[None], token_BF[:-1]])
+        from_F = torch.where(changed_BF, rows_B[:, None], -1).max(0).values
+        self.max_token_F = token_BF[-1]
+        restart_F = from_F >= 0
+        for state in self.splits:  # also for a split absent from this batch: its windows hold the old token
+            state.hard_key_FH[restart_F] = NO_KEY
+            state.hard_context_FH[restart_F] = -1
+            state.hard_start_FH[restart_F] = 0
+        return from_F
+
+    def _update_hard(self, state, silent_BF, from_F, context_ids_B, tokens_BL, valid_BL) -> None:
+        """Contexts where the feature is silent and which hold its max token compete by key; the window
+        is centred (as a top window) on the occurrence with the smallest key of (context key, position)."""
+        H = state.hard_key_FH.shape[1]
+        if H == 0:
+            return
+        B, L = tokens_BL.shape
+        F = silent_BF.shape[1]
+        rows_B = torch.arange(B, device=self.device)
+        eligible_BF = silent_BF & (rows_B[:, None] >= from_F[None, :])
+        usable_BL = valid_BL.to(self.device) & (torch.arange(L, device=self.device) >= self.first)
+        match_BLF = (tokens_BL[..., None] == self.max_token_F) & usable_BL[..., None] & eligible_BF[:, None, :]
+        b, pos, f = torch.nonzero(match_BLF, as_tuple=True)
+        if len(b) == 0:
+            return
+        context_key_BF = draw(self.hard_state_F[None, :], context_ids_B[:, None])
+        pos_key = draw(context_key_BF[b, f], pos)  # a bijection of the position: no ties in a context
+        best = torch.full((B * F,), NO_KEY, dtype=torch.int64, device=self.device)
+        best.scatter_reduce_(0, b * F + f, pos_key, reduce="amin")
+        chosen = pos_key == best[b * F + f]
+        pos_BF = torch.zeros(B * F, dtype=torch.int64, device=self.device)
+        pos_BF[(b * F + f)[chosen]] = pos[chosen]
+        pos_BF = pos_BF.view(B, F)
+        has_BF = (best < NO_KEY).view(B, F)
+        start_BF = (pos_BF - self.cfg.window_left).clamp(self.first, L - self.W)
+        key = torch.cat([state.hard_key_FH, torch.where(has_BF, context_key_BF, NO_KEY).T], 1)
+        keep = key.topk(H, dim=1, largest=False).indices
+        state.hard_key_FH = key.gather(1, keep)
+        ctx = torch.cat([state.hard_context_FH, context_ids_B.expand(F, B)], 1)
+        state.hard_context_FH = ctx.gather(1, keep)
+        state.hard_start_FH = torch.cat([state.hard_start_FH, start_BF.T], 1).gather(1, keep)
+
     def _update_random(self, acts_BLF: Tensor, ids_host: Tensor) -> None:
         """Store the true activations of the random contexts in this batch (found on the host)."""
         for b, ctx in enumerate(ids_host.tolist()):
@@ -466,7 +543,7 @@ class SamplerState:
         n_cells_F = self._n_cells()
         parts = [part for split, state in enumerate(self.splits) for part in self._kept(split, state, n_cells_F)]
         # Columns of every kept window; a stable sort by feature keeps each feature's windows in the
-        # order split, group (top, interval, random, nonactivating), then the order within the group.
+        # order split, group (top, interval, random, nonactivating, hard_negative), then the order within the group.
         feature_X = np.concatenate([p[0] for p in parts])
         order = np.argsort(feature_X, kind="stable")
         feature_X = feature_X[order]
@@ -559,6 +636,9 @@ class SamplerState:
 
         f, n = np.nonzero(host["nonact_key_FN"] < NO_KEY)
         part(f, host["nonact_context_FN"][f, n], host["nonact_start_FN"][f, n], np.zeros((len(f), W), np.float32), 3)
+
+        f, h = np.nonzero(host["hard_key_FH"] < NO_KEY)
+        part(f, host["hard_context_FH"][f, h], host["hard_start_FH"][f, h], np.zeros((len(f), W), np.float32), 4)
         return parts
 
 

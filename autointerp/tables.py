@@ -32,6 +32,7 @@ TERMINAL_WIDTH = 100  # the terminal table never needs more columns than this
 # label the terminal shows (indented labels are the controls and lifts of the score above them).
 RUN_STATS = {
     "correlation": "correlation",
+    "bootstrap_std": "  window-bootstrap std (per feature)",
     "baseline_correlation": "  baseline explanation's",
     "lift": "  lift over baseline",
     "other_correlation": "  other feature's explanation's",

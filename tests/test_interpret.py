@@ -233,3 +233,10 @@ def test_every_scorer_failing_fails_the_feature_with_one_error_per_stage(tmp_pat
     assert errors == [(f, s) for f in (1, 2, 3) for s in ("simulate", "detect")]
     stages = store.db.execute("SELECT stage, count(*) FROM llm_calls GROUP BY stage ORDER BY stage").fetchall()
     assert stages == [("detect", 3), ("simulate", 3)]
+
+
+def test_which_features_get_controls_does_not_depend_on_the_run_feature_set():
+    small = control_partners([4, 17, 30], share=0.5, seed=3)
+    large = control_partners(list(range(0, 200)), share=0.5, seed=3)
+    assert all((f in small) == (f in large) for f in (4, 17, 30))
+    assert 60 < len(large) < 140  # about half of 200 chosen

@@ -15,7 +15,7 @@ STAT_KEYS = list(summarise([]))
 PREFIXES = [
     "correlation", "baseline_correlation", "lift", "other_correlation", "lift_other",
     "auroc", "baseline_auroc", "auroc_lift", "other_auroc", "auroc_lift_other",
-    "null_correlation", "null_std", "null_z",
+    "null_correlation", "null_std", "null_z", "bootstrap_std",
     "balanced_accuracy", "abs_dev_explained", "ece", "binarity",
 ]  # fmt: skip
 
@@ -147,6 +147,23 @@ def test_a_run_without_the_null_reports_it_as_not_computed(tmp_path):
     assert summary["null_p05_share"] is None and summary["null_p05_n"] == 0
     assert summary["null_correlation_n"] == 0 and summary["null_correlation_mean"] is None
     assert summary["correlation_n"] == 1
+
+
+def test_run_summary_reports_the_mean_window_bootstrap_std_over_features(tmp_path):
+    """Each scored feature's window-bootstrap std (stored in its score json) is summarised over the llm rows;
+    a constant prediction has none and is left out, as the n says."""
+    samples = [make_sample(f) for f in range(4)]
+    with new_store(tmp_path) as store:
+        store.save_samples(RUN, samples)
+        stds = []
+        for i, s in enumerate(samples):
+            predictions = constant(s) if i == 3 else make_predictions(s, 1.0 + i, seed=i)
+            stds.append(save(store, s, {"llm": predictions, "baseline": constant(s)})["llm"].bootstrap_std)
+        summary = run_summary(store, RUN)
+    defined = [x for x in stds if x is not None]
+    assert len(defined) == 3 and all(x > 0 for x in defined)
+    assert summary["bootstrap_std_n"] == 3 and summary["bootstrap_std_n_total"] == 4
+    assert summary["bootstrap_std_mean"] == pytest.approx(float(np.mean(defined)))
 
 
 def test_unknown_prices_make_the_cost_unknown_not_zero(tmp_path):

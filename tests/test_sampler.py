@@ -13,6 +13,7 @@ from autointerp.sampler import (
     SALT_RANDOM_START,
     SALT_SPLIT,
     SALT_START,
+    SPLITS,
     SamplerState,
     draw,
     iter_batches,
@@ -206,6 +207,29 @@ def test_interval_random_and_nonactivating_draws_match_brute_force():
     assert n_checked > 20  # the comparison saw real draws
 
 
+def text_tokens(n_contexts: int, L: int) -> torch.Tensor:
+    """Real-ish tokens for the tiny model (vocabulary 300): English prose as bytes shifted past the
+    special ids, so words and whole windows repeat as in a corpus; BOS (1) first in every context."""
+    from autointerp import sampler
+
+    prose = np.frombuffer(sampler.__doc__.encode(), dtype=np.uint8).astype(np.int64) + 3
+    body = torch.from_numpy(np.resize(prose, n_contexts * (L - 1))).view(n_contexts, L - 1)
+    return torch.cat([torch.ones(n_contexts, 1, dtype=torch.int64), body], 1)
+
+
+def sparse_sae(architecture: str):
+    """A small SAE whose feature 4 fires in some contexts of `text_tokens(48, 32)` and not in others."""
+    from helpers_sae import make_sae, random_weights
+
+    from autointerp.sae import SparseAutoencoder
+
+    if architecture == "topk":
+        return make_sae("topk", d_in=16, d_sae=64, seed=1, k=2)
+    weights = random_weights(architecture, 16, 64, seed=1)
+    weights["threshold"] = weights["threshold"] + 1.0  # ~4% of tokens fire instead of ~30%
+    return SparseAutoencoder.from_weights(make_sae(architecture, d_in=16, d_sae=64).cfg, weights)
+
+
 def _without_floats(sample: dict) -> dict:
     """A dumped FeatureSample with activations and float statistics taken out."""
     stats = {k: v for k, v in sample["stats"].items() if k not in ("max_activation", "mean_active", "histogram_edges")}
@@ -214,19 +238,14 @@ def _without_floats(sample: dict) -> dict:
 
 @pytest.mark.parametrize("architecture", ["topk", "jumprelu"])
 def test_a_features_windows_do_not_depend_on_the_other_features(tiny_model, architecture):
-    """Feature 4 alone, among 4 features and among 16 (at a different position each time): the same
-    windows (tokens, activations, groups, splits, contexts, starts) and statistics.
+    """Feature 4 alone, among 4 features and among 16 (at another position each time): the same windows
+    (tokens, activations, groups, splits, intervals, contexts, starts) and statistics.
 
-    topk encodes every feature, so its activations are the same bits in every run and all must match
-    exactly. jumprelu encodes only the chosen columns, and a matmul over 1, 4 or 16 columns may round
-    differently in the last bit: there the draws must match exactly and the floats to rounding."""
-    from helpers_sae import make_sae
-
-    sae = make_sae(architecture, d_in=16, d_sae=64, seed=2 if architecture == "topk" else 0)
-    if architecture == "jumprelu":
-        sae.weights["threshold"][4] = 0.45  # sparse enough that some contexts are silent
-    tokens = torch.randint(3, 300, (48, 32), generator=torch.Generator().manual_seed(2))
-    tokens[:, 0] = 1  # BOS
+    topk reads a subset off the full encode, so its activations are the same bits in every run and all
+    must match exactly. jumprelu encodes only the chosen columns, and a matmul over 1, 4 or 16 columns
+    may round differently in the last bit: there the draws must match exactly and the floats to rounding."""
+    sae = sparse_sae(architecture)
+    tokens = text_tokens(48, 32)
     cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
 
     def feature_4(features):
@@ -235,9 +254,14 @@ def test_a_features_windows_do_not_depend_on_the_other_features(tiny_model, arch
 
     sixteen = [15, 0, 13, 2, 11, 4, 9, 6, 7, 8, 5, 10, 3, 12, 1, 14]
     alone, four, many = feature_4([4]), feature_4([1, 2, 4, 9]), feature_4(sixteen)
-    groups = [w["group"] for w in alone["windows"]]
-    assert set(groups) == {"top", "interval", "random", "nonactivating"}  # every kind of draw is compared
-    assert {w["split"] for w in alone["windows"] if w["group"] == "interval"} == {"explain", "score"}
+    kinds = {(w["split"], w["group"]) for w in alone["windows"]}
+    # Every kind of draw is compared: both splits' top and interval windows, random, non-activating, hard.
+    assert kinds == {(s, g) for s in SPLITS for g in ("top", "interval")} | {
+        ("score", "random"),
+        ("score", "nonactivating"),
+        ("score", "hard_negative"),
+    }
+    assert 0 < alone["stats"]["n_active"] < alone["stats"]["n_tokens"]
     for other in (four, many):
         if architecture == "topk":
             assert other == alone
@@ -246,6 +270,19 @@ def test_a_features_windows_do_not_depend_on_the_other_features(tiny_model, arch
         for w_other, w_alone in zip(other["windows"], alone["windows"]):
             assert w_other["activations"] == pytest.approx(w_alone["activations"], rel=1e-5, abs=1e-6)
         assert other["stats"]["mean_active"] == pytest.approx(alone["stats"]["mean_active"], rel=1e-5)
+
+
+def test_windows_do_not_depend_on_the_batch_size():
+    """Keys hash context ids instead of following a generator's stream per batch, and bottom-k and
+    top-k are exact over any split of the corpus: one context per batch, 7, or all at once keep the
+    same windows."""
+    tokens, acts = synthetic(n_contexts=90)
+    runs = [run_state(tokens, acts, CFG, batch_size=b).finish(tokens, decode) for b in (1, 7, 90)]
+    for samples in runs[1:]:
+        for sample, sample0 in zip(samples, runs[0], strict=True):
+            assert [w.model_dump() for w in sample.windows] == [w.model_dump() for w in sample0.windows]
+            assert sample.stats.histogram_counts == sample0.stats.histogram_counts
+            assert sample.stats.mean_active == pytest.approx(sample0.stats.mean_active, rel=1e-12)
 
 
 def test_same_seed_same_result_and_other_seed_differs():

@@ -231,6 +231,8 @@ def test_terminal_run_table_fits_100_columns_and_shows_n_and_intervals(tmp_path)
     assert correlation[0][1] == "0.200" and ci == " ".join(correlation[0][2:4])
     assert correlation[0][4:6] == ["3", "1"]  # n, and how many of them were undefined, as 0
     assert "alpha-run-with-a-long-name" in text and "lift over baseline" in text and "z over permutation" in text
+    spread = [words(line) for line in lines if words(line)[:2] == ["window-bootstrap", "std"]]
+    assert len(spread) == 2 and spread[0][4] == f"{alpha['bootstrap_std_mean']:.3f}"  # next to the correlation
     markdown = format_rows(rows, "markdown").splitlines()
     assert f"0.200 {ci} n=3 (1 as 0)" in markdown[2]
 

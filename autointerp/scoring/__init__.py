@@ -13,8 +13,8 @@ kept for programming errors (arrays of different lengths, predictions off the 0.
 Modules, by job: ``metric`` (the Metric record, shared helpers), ``quantise``, ``agreement`` (Pearson,
 Spearman, R^2, absolute deviation), ``calibration``, ``detection`` (from a simulation, and a yes/no
 detection scorer's answers), ``bins`` (scores per activation bin), ``controls`` (lift, permutation
-null), ``feature`` (:func:`score_feature`, :class:`FeatureScores`), ``aggregate`` (summaries over
-features, bootstrap intervals). Definitions: ``docs/scores.md``.
+null), ``spread`` (window-bootstrap std of a feature's correlation), ``feature`` (:func:`score_feature`,
+:class:`FeatureScores`), ``aggregate`` (summaries over features, bootstrap intervals). Definitions: ``docs/scores.md``.
 """
 
 from autointerp.scoring.aggregate import MeanCI, PairedDiff, bootstrap_mean_ci, bootstrap_paired_diff, summarise
@@ -49,6 +49,7 @@ from autointerp.scoring.feature import (
 )
 from autointerp.scoring.metric import N_LEVELS, Metric, rank_average
 from autointerp.scoring.quantise import QuantiseRule, quantise, to_level
+from autointerp.scoring.spread import WindowBootstrap, window_bootstrap
 
 __all__ = [
     "COLUMNS",
@@ -65,6 +66,7 @@ __all__ = [
     "PermutationNull",
     "QuantiseRule",
     "ThresholdSetting",
+    "WindowBootstrap",
     "abs_dev_explained",
     "abs_dev_explained_centred",
     "auroc",
@@ -93,4 +95,5 @@ __all__ = [
     "summarise",
     "to_level",
     "window_bin",
+    "window_bootstrap",
 ]

@@ -31,6 +31,7 @@ from autointerp.scoring.detection import (
 )
 from autointerp.scoring.metric import Metric
 from autointerp.scoring.quantise import QuantiseRule, quantise
+from autointerp.scoring.spread import window_bootstrap
 
 # Groups with a per-group correlation; "nonactivating" and "hard_negative" have none (truth all zeros).
 SCORED_GROUPS = ("top", "interval", "random")
@@ -128,6 +129,14 @@ class FeatureScores(BaseModel):
     permutation_z: float | None = Field(default=None, description="(correlation - null mean) / null std")
     permutation_p: float | None = Field(
         default=None, description="(1 + #null r >= correlation) / (1 + n_permutations), (0, 1]"
+    )
+    bootstrap_std: float | None = Field(
+        default=None,
+        description="window-bootstrap std (ddof 1) of the pooled correlation: the scored windows resampled with "
+        "replacement, seeded by (seed, feature); not a re-draw of fresh windows (scoring.spread)",
+    )
+    n_bootstrap: int = Field(
+        default=0, description="bootstrap resamples with a defined correlation behind bootstrap_std"
     )
     undefined: dict[str, str] = Field(
         default_factory=dict,
@@ -319,6 +328,9 @@ def score_feature(
     else:
         reasons = dict.fromkeys(_PERMUTATION_FIELDS, "not computed (n_permutations=0)")
 
+    spread = window_bootstrap(trues, preds, seed=seed, feature=feature)
+    if spread.reason is not None:
+        reasons["bootstrap_std"] = spread.reason
     group_metrics = _group_correlations(trues, preds, groups, intervals)
     undefined = {name: m.reason for name, m in metrics.items() if m.reason is not None}
     undefined.update({f"correlation_{g}": m.reason for g, m in group_metrics.items() if m.reason is not None})
@@ -337,6 +349,8 @@ def score_feature(
         n_calibration_tokens=int(calib.size),
         n_permutations=n_drawn,
         **permutation,
+        bootstrap_std=spread.std,
+        n_bootstrap=spread.n,
         undefined=undefined,
         details={
             "reliability": reliability_table(a_q[calib], p[calib]),
