@@ -7,9 +7,11 @@ the token t_i (' king', ' love', ...). It is saved in the SAELens layout and loa
 sampler draws each feature's windows from the built-in Shakespeare corpus, and every window is checked
 against the construction (no firing off t_i, no silence on it).
 
-Each feature is then simulated from four explanations:
+Each feature is then simulated from five explanations:
 - right-word:      'the word "king"' (what a good explainer would say);
 - right-baseline:  the baseline explanation of its explanation windows ("[baseline] top tokens: ' king' (10)");
+- local-explainer: SmolLM2's own explanation of its explanation windows (autointerp.explain, spec "local"):
+                   the whole offline default, explainer included;
 - other-word:      the next feature's right-word explanation (a wrong explanation of the same kind);
 - other-baseline:  the next feature's baseline explanation;
 by each simulation method of the local backend:
@@ -45,8 +47,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from autointerp.baseline import baseline_explanation  # noqa: E402
-from autointerp.config import SamplerConfig  # noqa: E402
+from autointerp.config import RunConfig, SamplerConfig  # noqa: E402
 from autointerp.corpus import CorpusSpec, special_token_ids, tokenise_corpus  # noqa: E402
+from autointerp.explain import explain_feature  # noqa: E402
 from autointerp.known_truth import (  # noqa: E402
     SHAKESPEARE_TOKENS,
     single_token_ids,
@@ -62,7 +65,7 @@ from autointerp.scoring import score_feature, summarise  # noqa: E402
 from autointerp.simulate import build_simulation_request, expected_level, listing_slot_prefixes, shuffle_order  # noqa: E402
 from autointerp.subject_model import load_subject_model  # noqa: E402
 
-KINDS = ("right-word", "right-baseline", "other-word", "other-baseline")
+KINDS = ("right-word", "right-baseline", "local-explainer", "other-word", "other-baseline")
 METHODS = ("judge", "listing")
 CONTEXT = 128
 RULE = "floor"
@@ -108,15 +111,22 @@ async def simulate(backend, method: str, explanation: str, windows: list[Window]
     return predictions
 
 
-async def measure(samples: list[FeatureSample], tokens: tuple[str, ...], methods: list[str]) -> list[dict]:
+async def measure(
+    samples: list[FeatureSample], tokens: tuple[str, ...], methods: list[str], kinds: list[str]
+) -> list[dict]:
     backend = make_backend("local")
     n = len(samples)
     baselines = [
         baseline_explanation(s.split("explain"), s.stats.max_activation, RULE) for s in samples
     ]  # from the explanation split only, as the pipeline does
+    local = []
+    if "local-explainer" in kinds:
+        cfg = RunConfig(sae="known-truth", scoring={"quantise_rule": RULE})
+        local = [(await explain_feature(backend, s, cfg))[0].text for s in samples]
     explanations = {
         "right-word": [word_explanation(t) for t in tokens],
         "right-baseline": baselines,
+        "local-explainer": local,
         "other-word": [word_explanation(tokens[(i + 1) % n]) for i in range(n)],
         "other-baseline": [baselines[(i + 1) % n] for i in range(n)],
     }
@@ -124,7 +134,7 @@ async def measure(samples: list[FeatureSample], tokens: tuple[str, ...], methods
     await backend.judge_tokens("warm-up", [["x"]])
     rows = []
     for method in methods:
-        for kind in KINDS:
+        for kind in kinds:
             for i, sample in enumerate(samples):
                 windows = sample.split("score")
                 started = time.perf_counter()
@@ -156,13 +166,13 @@ async def measure(samples: list[FeatureSample], tokens: tuple[str, ...], methods
     return rows
 
 
-def table(rows: list[dict], methods: list[str]) -> str:
+def table(rows: list[dict], methods: list[str], kinds: list[str]) -> str:
     lines = [
         f"{'method':8} {'explanation':15} {'mean r':>7} {'min r':>6} {'max r':>6} {'n':>3} {'undef':>5} "
         f"{'mean AUROC':>10} {'tokens/sim':>10} {'s/sim':>6}"
     ]
     for method in methods:
-        for kind in KINDS:
+        for kind in kinds:
             group = [r for r in rows if r["method"] == method and r["kind"] == kind]
             stats = summarise([r["correlation"] for r in group], n_boot=0)
             values = [r["correlation"] or 0.0 for r in group]
@@ -181,14 +191,18 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=6, help="known-truth features (at most 8)")
     parser.add_argument("--n-tokens", type=int, default=131_072, help="corpus tokens streamed by the sampler")
     parser.add_argument("--methods", default=",".join(METHODS), help="judge, listing (comma-separated)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="explanations to simulate (comma-separated)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="write the per-simulation rows as JSON")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    if not set(methods) <= set(METHODS) or not 1 <= args.features <= len(SHAKESPEARE_TOKENS):
-        parser.error(f"--methods from {METHODS}; --features 1..{len(SHAKESPEARE_TOKENS)}")
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not set(methods) <= set(METHODS) or not set(kinds) <= set(KINDS):
+        parser.error(f"--methods from {METHODS}, --kinds from {KINDS}")
+    if not 1 <= args.features <= len(SHAKESPEARE_TOKENS):
+        parser.error(f"--features 1..{len(SHAKESPEARE_TOKENS)}")
     tokens = SHAKESPEARE_TOKENS[: args.features]
     with tempfile.TemporaryDirectory() as tmp:
         samples, sample_seconds = sample_known_truth(tokens, args.n_tokens, Path(tmp) / "sae")
@@ -199,9 +213,19 @@ def main() -> None:
         f"construction; scoring windows per feature {[len(s.split('score')) for s in samples]}, "
         f"firing tokens among them {firing}"
     )
-    rows = asyncio.run(measure(samples, tokens, methods))
-    print(f"{platform.machine()} CPU, torch threads {torch.get_num_threads()}")
-    print(table(rows, methods))
+    load_before = os.getloadavg()[0]
+    rows = asyncio.run(measure(samples, tokens, methods, kinds))
+    # Seconds are wall time on a CPU that may be shared: the load average says how much it was.
+    print(
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average "
+        f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after the simulations; s/sim of the first kind "
+        "includes the null prompt for words not seen before"
+    )
+    print(table(rows, methods, kinds))
+    for i, token in enumerate(tokens):
+        row = next((r for r in rows if r["kind"] == "local-explainer" and r["feature"] == i), None)
+        if row:
+            print(f"local explainer, {token!r}: {row['explanation']!r}")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 
