@@ -93,8 +93,13 @@ def escape_token(token: str) -> str:
         return "∅"
     if token.strip(" ") == "":
         return "␣" * len(token)
+    return visible_text(token)
+
+
+def visible_text(text: str) -> str:
+    """`text` on one line: newline/tab/CR as ↵ ⇥ ␍, other control characters as \\xNN, the rest as is."""
     out = []
-    for ch in token:
+    for ch in text:
         if ch in _VISIBLE:
             out.append(_VISIBLE[ch])
         elif ord(ch) < 0x20 or ord(ch) == 0x7F or ch in "\u2028\u2029\x85":

@@ -25,12 +25,11 @@ from pydantic import BaseModel, Field
 
 from autointerp.errors import InputError, expected
 from autointerp.llm.base import LLMRequest, LLMResponse, Message
-from autointerp.prompts import excerpt_header, load_json, load_text, render_file
+from autointerp.prompts import excerpt_header, load_json, load_text, render_file, visible_text
 
 YES, NO = "yes", "no"
 TOP_LOGPROBS = 5  # yes and no are the two likeliest answers at a slot; a few alternatives suffice
 
-_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
 _LINE = re.compile(r"^(\d+)\s*:\s*([A-Za-z]+)\.?$")
 _SLOT = re.compile(r"(?:^|\n)[ \t]*\d+[ \t]*:[ \t]*")  # where a yes/no word starts in an answer
 
@@ -38,15 +37,7 @@ _SLOT = re.compile(r"(?:^|\n)[ \t]*\d+[ \t]*:[ \t]*")  # where a yes/no word sta
 def excerpt_text(tokens: Sequence[str]) -> str:
     """A window as one line: its tokens joined, newline/tab/CR shown as ↵ ⇥ ␍, other control characters
     as \\xNN (spaces stay spaces: the judge reads running text, not token boundaries)."""
-    out = []
-    for ch in "".join(tokens):
-        if ch in _VISIBLE:
-            out.append(_VISIBLE[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F or ch in "\u2028\u2029\x85":
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return visible_text("".join(tokens))
 
 
 def one_line(text: str) -> str:
