@@ -11,8 +11,11 @@ Modes, chosen from the backend:
 - "logprob" (backend.supports_logprobs): the answer is the listing `Excerpt N:` then `token<TAB>value`
   lines. A prediction is the expected value of the distribution over the levels '0'..'10' at each value
   slot, normalised over those 11 outcomes (`expected_level`).
-    * A backend with `score_value_slots` (the local model) teacher-forces the whole listing in one
-      forward pass and returns the level distribution at every slot (`SlotScorer`).
+    * A backend with `judge_tokens` (the local model) judges each token from the explanation alone,
+      without its window (`TokenJudge`, autointerp.llm.local_judge): a 135M model cannot follow the
+      listing prompt, and context-free judging is what it can do (benchmarks/local_simulator.py).
+    * A backend with `score_value_slots` teacher-forces the whole listing in one forward pass and
+      returns the level distribution at every slot (`SlotScorer`).
     * Otherwise (OpenAI-compatible servers) the model writes the listing with top_logprobs and each
       slot's distribution is read from the token that carries its value (`parse_listing`).
 - "sampled" (no logprobs, e.g. Anthropic): a compact sparse answer, one line
@@ -75,6 +78,17 @@ class SlotScorer(Protocol):
     """
 
     async def score_value_slots(self, request: LLMRequest, slot_prefixes: Sequence[str]) -> LLMResponse: ...
+
+
+@runtime_checkable
+class TokenJudge(Protocol):
+    """A backend that gives every token a level distribution from the explanation alone, without its
+    window (context-free). The response has one TokenLogprob per token of `token_lists` (flattened, in
+    order) whose `top` maps levels '0'..'10' to log-probabilities, plus the usage of the call. Preferred
+    over `score_value_slots` when a backend has both.
+    """
+
+    async def judge_tokens(self, explanation: str, token_lists: Sequence[Sequence[str]]) -> LLMResponse: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,8 +375,8 @@ async def simulate_feature(
     detail = {"mode": mode, "source": source, "shuffle_order": order}
     request = build_simulation_request(explanation_text, shown, mode)
 
-    if mode == "logprob" and isinstance(backend, SlotScorer):
-        shown_predictions, calls = await _score_slots(backend, request, token_lists, feature, detail)
+    if mode == "logprob" and isinstance(backend, TokenJudge | SlotScorer):
+        shown_predictions, calls = await _score_slots(backend, request, explanation_text, token_lists, feature, detail)
     else:
         lengths = [len(tokens) for tokens in token_lists]
         shown_predictions, _, calls = await ask_until_valid(
@@ -398,15 +412,20 @@ async def simulate_feature(
 async def _score_slots(
     backend: LLMBackend,
     request: LLMRequest,
+    explanation: str,
     token_lists: list[list[str]],
     feature: int,
     detail: dict,
 ) -> tuple[list[list[float]], list[CallRecord]]:
     """Teacher-forced logprob mode: one call, one level distribution per token (no re-asks: nothing
-    is generated, so nothing can come back malformed but a wrong number of slots)."""
-    scorer = cast(SlotScorer, backend)  # the caller checked isinstance(backend, SlotScorer)
+    is generated, so nothing can come back malformed but a wrong number of slots). A TokenJudge is
+    recorded with `request` (the listing it did not read) and detail["judge"] saying so."""
     try:
-        response = await scorer.score_value_slots(request, listing_slot_prefixes(token_lists))
+        if isinstance(backend, TokenJudge):
+            detail = {**detail, "judge": "per-token, context-free: the listing request was not sent"}
+            response = await backend.judge_tokens(explanation, token_lists)
+        else:
+            response = await cast(SlotScorer, backend).score_value_slots(request, listing_slot_prefixes(token_lists))
     except LLMCallError as exc:
         call = failed_call("simulate", feature, backend, request, exc, detail)
         raise SimulationFailure(f"simulate: feature {feature}: {exc}", [call]) from exc

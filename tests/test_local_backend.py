@@ -230,3 +230,13 @@ def test_judged_likelihoods_equal_plain_forward_passes_of_the_real_model(backend
         want = sum(float(plain[len(prefix) - 1 + j, t]) for j, t in enumerate(completion))
         assert logp == pytest.approx(want, abs=1e-3), word
     assert got[0] > got[1] + 3  # the explanation's own word is far likelier than another
+
+
+def test_the_simulator_judges_tokens_on_the_local_backend(backend, known_truth_samples) -> None:
+    windows = known_truth_samples[0].split("score")
+    explanation = word_explanation(KNOWN_TOKENS[0])
+    simulation, calls = asyncio.run(simulate_feature(backend, explanation, windows, 0, "llm", CFG))
+    response = asyncio.run(backend.judge_tokens(explanation, [w.tokens for w in windows]))
+    judged = [expected_level(slot.top) for slot in response.logprobs]
+    assert [p for row in simulation.predictions for p in row] == pytest.approx(judged, abs=1e-6)
+    assert simulation.mode == "logprob" and len(calls) == 1 and "judge" in calls[0].detail

@@ -392,6 +392,35 @@ def test_slot_scoring_backends_are_teacher_forced_and_unshuffled() -> None:
     assert simulation.explanation_source == "other:3" and calls[0].usage.input_tokens == 100
 
 
+class FakeTokenJudge(FakeSlotScorer):
+    """A backend with both `judge_tokens` and `score_value_slots`: ' dog' gets a sure 10, others 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.judged: list[tuple[str, list[list[str]]]] = []
+
+    async def judge_tokens(self, explanation: str, token_lists: Sequence[Sequence[str]]) -> LLMResponse:
+        self.judged.append((explanation, [list(tokens) for tokens in token_lists]))
+        tops = [{"10": 0.0} if token == " dog" else {"0": 0.0} for tokens in token_lists for token in tokens]
+        return LLMResponse(
+            text="",
+            logprobs=[TokenLogprob(token="0", logprob=0.0, top=top) for top in tops],
+            usage=Usage(input_tokens=40),
+            model="fake",
+        )
+
+
+def test_a_token_judge_is_preferred_and_gets_the_explanation_and_every_token() -> None:
+    windows = dog_windows()
+    backend = FakeTokenJudge()
+    simulation, calls = asyncio.run(simulate_feature(backend, "the word dog", windows, 7, "llm", CFG))
+    order = shuffle_order(len(windows), CFG.sampler.seed, 7)
+    assert backend.judged == [("the word dog", [windows[i].tokens for i in order])] and backend.seen == []
+    assert simulation.predictions == [[10.0 if t == " dog" else 0.0 for t in w.tokens] for w in windows]
+    assert simulation.mode == "logprob" and len(calls) == 1 and calls[0].usage.input_tokens == 40
+    assert "context-free" in calls[0].detail["judge"]
+
+
 # ------------------------------------------------------------------------------------------- baseline
 def test_baseline_backend_simulates_baseline_explanations_only() -> None:
     backend = make_backend("baseline")

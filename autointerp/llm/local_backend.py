@@ -4,9 +4,15 @@
 Two engines, each loaded on first use, once per process and file (module-level cache, thread-safe):
 - generation (explanations, and any `complete` call) through llama.cpp (`xllamacpp.Server`, OpenAI
   chat-completion dicts in and out; logprobs and stop sequences work);
-- value-slot scoring for the simulator's logprob mode (`score_value_slots`) through transformers on the
-  dequantised GGUF: one teacher-forced forward pass reads the distribution over the levels 0..10 at
-  every slot. Values are not generated, so a small model cannot drift off the format.
+- transformers on the dequantised GGUF, for two ways of simulating without generating:
+    * per-token judging (`judge_tokens`, autointerp.llm.local_judge): each distinct token is judged
+      from the explanation alone by word likelihoods. Context-free, but it uses the explanation: on
+      known-truth features (benchmarks/local_simulator.py) the right explanation scores ~0.9 and
+      another feature's ~0, where the listing below scores ~0.05 for both;
+    * value-slot scoring of the simulator's listing (`score_value_slots`): one teacher-forced forward
+      pass reads the distribution over the levels 0..10 at every slot. A 135M model predicts about
+      the same level everywhere this way. Kept for comparison (the benchmark) and for bigger local
+      models, which could use the context; the simulator takes `judge_tokens` when a backend has both.
 
 How a slot is read. The answer is laid out as `prefix_0 <slot> prefix_1 <slot> ...`. Each slot holds a
 one-token filler '1' that no later position may attend to (a custom 4-D attention mask), so a slot's
