@@ -1,6 +1,7 @@
 """The `autointerp` command: parse flags, build a RunConfig, call the stage functions. Nothing else."""
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -8,7 +9,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from autointerp.errors import AutointerpError, InputError, expected
+from autointerp.errors import (
+    EXIT_FEATURES_FAILED,
+    EXIT_OK,
+    EXIT_STORE,
+    AutointerpError,
+    InputError,
+    disk_full,
+    expected,
+)
 
 # flag -> (dotted RunConfig field, type). A flag's help is that field's `Field(description=...)` in
 # autointerp/config.py, the one place the wording lives (job files use the same fields).
@@ -24,14 +33,20 @@ RUN_FLAGS: dict[str, tuple[str, type]] = {
     "--context-size": ("sampler.context_size", int),
     "--batch-size": ("sampler.batch_size", int),
     "--window-size": ("sampler.window_size", int),
+    "--max-state-gb": ("sampler.max_state_gb", float),
+    "--checkpoint-tokens": ("sampler.checkpoint_tokens", int),
     "--n-features": ("selection.n_features", int),
     "--features": ("selection.features", str),
     "--seed": ("selection.seed", int),
     "--explainer": ("llm.explainer", str),
     "--simulator": ("llm.simulator", str),
     "--max-in-flight": ("llm.max_in_flight", int),
+    "--prices": ("llm.prices_file", str),  # named by docs and warnings (`--prices FILE`)
+    "--batch": ("llm.batch", bool),  # a switch: given means true
     "--quantise": ("scoring.quantise_rule", str),
     "--controls-share": ("scoring.controls_share", float),
+    "--scorers": ("scoring.scorers", str),
+    "--redraws": ("scoring.redraws", int),
     "--stratify": ("selection.stratify_by_density", bool),  # a switch: given means true
 }
 
@@ -70,15 +85,65 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     data[last] = value
 
 
+def config_fields() -> dict[str, bool]:
+    """Every RunConfig setting by dotted name (e.g. 'sampler.n_tokens') -> whether it is a section (a nested
+    model such as 'sampler') rather than a value."""
+    from pydantic import BaseModel
+
+    from autointerp.config import RunConfig
+
+    out: dict[str, bool] = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            section = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+            out[prefix + name] = section
+            if section:
+                walk(field.annotation, f"{prefix}{name}.")  # type: ignore[arg-type]  # a nested model
+
+    walk(RunConfig, "")
+    return out
+
+
+def nearest_setting(key: str, fields: dict[str, bool]) -> str | None:
+    """The RunConfig setting a mistyped or misplaced dotted `key` most likely meant: the closest dotted name,
+    else the setting whose own name is closest to the key's last part (e.g. top-level `n_tokens`)."""
+    import difflib
+
+    names = [name for name, section in fields.items() if not section]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    leaves = {name.rsplit(".", 1)[-1]: name for name in names}
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.6)
+    return leaves[close[0]] if close else None
+
+
+def check_job_keys(path: str, data: dict, prefix: str = "") -> None:
+    """InputError naming the first key of a job file that is no RunConfig setting, and the nearest one that is:
+    a mistyped key would otherwise be ignored silently and the run made with the default."""
+    fields = config_fields()
+    for key, value in data.items():
+        dotted = prefix + key
+        if dotted not in fields:
+            near = nearest_setting(dotted, fields)
+            hint = f"Did you mean {near!r}?" if near else "See `autointerp run --help` for the settings."
+            raise InputError(expected(f"Job file {path}", f"unknown key {dotted!r}", "a RunConfig setting", hint))
+        if fields[dotted] and isinstance(value, dict):
+            check_job_keys(path, value, dotted + ".")
+
+
 def load_job(path: str | None) -> dict:
     if not path:
         return {}
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(expected(f"Job file {path}", "no such file", "a TOML file such as jobs/demo.toml")) from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(expected(f"Job file {path}", f"invalid TOML ({err})", "valid TOML")) from None
+    check_job_keys(path, data)
+    return data
 
 
 def build_config(args: argparse.Namespace):
@@ -101,6 +166,9 @@ def build_config(args: argparse.Namespace):
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        flags = [flag for flag, (dotted, _) in RUN_FLAGS.items() if where.startswith(dotted)]
+        if flags:
+            where += f" ({flags[0]})"
         raise InputError(expected(f"Setting {where}", repr(first.get("input")), first["msg"])) from None
 
 
@@ -155,14 +223,74 @@ def cmd_sample(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """Exit status 0 even when some features failed: their errors are recorded and counted in the summary."""
-    from autointerp.pipeline import run
+    """Exit status 1 (EXIT_FEATURES_FAILED) when some features failed, after the summary, their reasons and
+    the command that retries them; 0 with the next commands to try when every feature was scored."""
+    from autointerp.pipeline import run, run_folder
     from autointerp.show import summary_table
     from autointerp.terminal import TerminalReporter
 
-    summary = run(build_config(args), retry_failed=args.retry_failed, reporter=TerminalReporter())
+    cfg = build_config(args)
+    summary = run(cfg, retry_failed=args.retry_failed, reporter=TerminalReporter())
     print_renderables(summary_table(summary))
-    return 0
+    run_dir = run_folder(cfg)
+    if summary["failed"]:
+        print(failure_report(run_dir, summary["run_id"], summary["failed"], getattr(args, "argv", None)))
+        return EXIT_FEATURES_FAILED
+    print(next_commands(run_dir, summary["run_id"]))
+    return EXIT_OK
+
+
+def failure_report(run_dir: Path, run_id: str, n_failed: int, argv: list[str] | None) -> str:
+    """Why features failed, grouped by (stage, reason) with counts, and the command that retries them."""
+    import shlex
+
+    from autointerp.store import RunStore
+
+    with RunStore.open(run_dir, create=False) as store:
+        failed = store.failed_features(run_id)
+        errors = store.open_errors(run_id)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for feature, stage, message in errors:
+        if feature in failed:
+            groups.setdefault((stage, failure_reason(stage, message)), []).append(feature)
+    lines = [f"{n_failed} feature(s) failed; reasons, most common first:"]
+    for (stage, message), features in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = ", ".join(map(str, sorted(set(features))[:8])) + (", ..." if len(set(features)) > 8 else "")
+        lines.append(f"  {len(set(features)):>5}  {stage}: {message}  (features {shown})")
+    words = list(argv if argv is not None else sys.argv[1:])
+    if "--retry-failed" not in words:
+        words.append("--retry-failed")
+    lines.append("Fix the cause, then retry only those features with:")
+    lines.append("  " + shlex.join(["autointerp", *words]))
+    return "\n".join(lines)
+
+
+def failure_reason(stage: str, message: str) -> str:
+    """A failure message without what differs from feature to feature (its stage and feature number), on one
+    line and at most 300 characters, so the same cause groups as one reason."""
+    import re
+
+    text = " ".join(message.split()).removeprefix(f"{stage}: ")
+    text = re.sub(r"^feature \d+: ", "", text)
+    text = re.sub(r"\bfeature \d+\b", "feature N", text)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def next_commands(run_dir: Path, run_id: str) -> str:
+    """What to try after a good run: one feature in the terminal, the browsable page, the table."""
+    import shlex
+
+    from autointerp.store import RunStore
+
+    with RunStore.open(run_dir, create=False) as store:
+        scored = list(store.feature_scores(run_id)) or list(store.load_explanations(run_id))
+    where = shlex.quote(str(run_dir))
+    lines = ["Next:"]
+    if scored:
+        lines.append(f"  autointerp show {where} {min(scored)}      # one feature: windows, explanation, scores")
+    lines.append(f"  autointerp export {where} --format html --out {shlex.quote(str(run_dir / 'html'))}")
+    lines.append(f"  autointerp table {where}")
+    return "\n".join(lines)
 
 
 def cmd_show(args) -> int:
@@ -192,7 +320,7 @@ def cmd_compare(args) -> int:
         print(json.dumps(result, indent=1))
     else:
         print(format_rows(result["runs"], args.format))
-        print(format_rows([result["paired"] or result["unpaired"]], args.format))
+        print(format_rows(result["paired_scores"] or [result["unpaired"]], args.format))
         print(result["note"])
     return 0
 
@@ -295,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the command that retries failed features
     try:
         code = args.func(args)
     except AutointerpError as err:
@@ -302,9 +431,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"autointerp: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a full disk under a checkpoint, an export or the lock file: not our bug
+        if args.debug or err.errno != errno.ENOSPC:
+            raise
+        print(f"autointerp: error: {disk_full(err.filename or 'a file being written', err.strerror)}", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
         print(
-            "autointerp: interrupted; finished work is stored, run the same command again to resume.", file=sys.stderr
+            "autointerp: interrupted; run the same command again to resume from what the run folder holds.",
+            file=sys.stderr,
         )
         return 130
     return code or 0

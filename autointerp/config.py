@@ -6,7 +6,7 @@ settings that change results, which a resumed run must not change.
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from autointerp.corpus import CorpusSpec
 
@@ -50,11 +50,25 @@ class SamplerConfig(BaseModel):
     seed: int = Field(
         default=0, description="seed for the explain/score split, the windows drawn, and the order shown to the LLM"
     )
+    max_state_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="device memory for the sampler's per-feature state and batch work, in GiB: features are split "
+        "into passes that fit (each pass streams the corpus again); the estimate is printed first (default: one "
+        "pass on CPU, 80 % of the free memory on a GPU)",
+    )
+    checkpoint_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="save the sampler state every this many tokens (per rank) into the run directory, so a killed "
+        "sampling pass resumes there (default: 1,000,000 in `run`/`sample`, off in the Python API)",
+    )
 
 
 class SelectionConfig(BaseModel):
     n_features: int | None = Field(
         default=None,
+        gt=0,
         description="draw this many live features at random, seeded (default: 5 unless features are listed)",
     )
     features: str | None = Field(default=None, description="explicit features, e.g. '3,17,100-120'")
@@ -62,7 +76,7 @@ class SelectionConfig(BaseModel):
         default=False, description="draw features evenly across log-density buckets (from the sparsity file or probe)"
     )
     density_probe_tokens: int = Field(
-        default=20_000, description="tokens scanned to find live features when the SAE ships no sparsity file"
+        default=20_000, gt=0, description="tokens scanned to find live features when the SAE ships no sparsity file"
     )
     seed: int = Field(default=0, description="seed for feature selection and for which features get controls")
 
@@ -77,17 +91,23 @@ class LLMConfig(BaseModel):
         default=None, description="LLM backend, in the same forms as the explainer (default: the explainer)"
     )
     max_in_flight: int | None = Field(
-        default=None, description="LLM requests in flight per backend (default: the backend's own)"
+        default=None, gt=0, description="LLM requests in flight per backend (default: the backend's own)"
     )
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    explainer_max_tokens: int = 120
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    explainer_max_tokens: int = Field(default=120, gt=0)
     best_of: int = Field(
         default=1, ge=1, description="explanations drawn per feature; the best on a held-out slice is kept"
     )
     prices_file: str | None = Field(
         default=None, description="JSON/TOML price table overriding the built-in one (USD per million tokens)"
     )
+    batch: bool = Field(
+        default=False,
+        description="send the LLM stages through the provider's batch API (half price, answers within 24 h): "
+        "all explanations in one batch, then all scoring requests; a killed run resumes by polling the same batches",
+    )
+    batch_poll_s: float = Field(default=60.0, gt=0, description="seconds between polls of an open batch (--batch)")
 
 
 class ScoringConfig(BaseModel):
@@ -116,7 +136,8 @@ class ScoringConfig(BaseModel):
         description="scorers run on every explanation and control: simulation (predict each token's activation, "
         "correlate) and/or detection (say which windows match). None -> settled when the run starts and stored "
         "resolved, so the settings hash covers it: both for API backends and the baseline (20 windows judged in "
-        "2 prompts take ~1,550 input and ~80 output tokens against ~3,700 input for a sampled simulation, and "
+        "2 prompts take ~3,400 input (~2,500 cacheable) and ~80 output tokens against ~4,450 input for a sampled "
+        "simulation, and "
         "detection is the score that moves least across pipelines); for the local model "
         "detection only when it offers the teacher-forced yes/no reading (score_yes_no), since a 135M model "
         "writing yes/no lists answers at random",
@@ -124,6 +145,20 @@ class ScoringConfig(BaseModel):
     detection_windows_per_prompt: int = Field(
         default=10, ge=1, description="detection: held-out windows judged in one prompt (fewer prompts, shared prefix)"
     )
+
+    redraws: int = Field(
+        default=0,
+        ge=0,
+        description="fresh window draws per control-subset feature after scoring (autointerp.redraws): its stored "
+        "explanation scored again on windows sampled with another seed; the per-feature std over the run's draw and "
+        "these is shown next to the means (each draw re-reads the corpus through the model and rescores)",
+    )
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`--scorers simulation,detection` gives one string; a job file gives a list."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     def threshold_for(self, mode: str) -> float | Literal["auto"]:
         """The detection threshold for a simulation made in `mode` ('logprob', 'sampled' or 'baseline')."""
@@ -152,8 +187,12 @@ class RunConfig(BaseModel):
     def results_key(self) -> dict:
         """The settings that change results; device/dtype/run_dir and rate limits do not count."""
         data = self.model_dump(exclude={"device", "dtype", "run_dir"})
-        for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "prices_file"):
+        for key in ("max_state_gb", "checkpoint_tokens"):  # how sampling is split or saved, not what it finds
+            data["sampler"].pop(key)
+        llm_rates = ("max_in_flight", "requests_per_minute", "tokens_per_minute", "prices_file")
+        for key in (*llm_rates, "batch", "batch_poll_s"):  # how calls are sent, not what they ask
             data["llm"].pop(key)
+        data["scoring"].pop("redraws")  # redraws add rows of their own; they change no stored score
         for key in ("explainer", "simulator"):  # the same model served from another address is the same
             if data["llm"][key]:
                 data["llm"][key] = data["llm"][key].split("@http")[0]

@@ -12,6 +12,7 @@ so a context never silently glues two documents; the stream is cut into contexts
 tokens, the first being BOS when `prepend_bos` (as the SAE's metadata says).
 """
 
+import hashlib
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -156,6 +157,57 @@ def iter_documents(spec: CorpusSpec) -> Iterator[str]:
         yield _read_utf8(path)
 
 
+def iter_context_rows(
+    spec: CorpusSpec,
+    tokenizer,
+    context_size: int,
+    prepend_bos: bool = True,
+    max_tokens: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Token contexts [context_size] (int64) one by one, as the documents are read and tokenised: only
+    the current document and one context's worth of tokens are held. Stops after max_tokens //
+    context_size contexts (at least one) when `max_tokens` is given."""
+    if context_size < 2:
+        raise InputError(expected("context_size", str(context_size), "at least 2 tokens"))
+    body = context_size - 1 if prepend_bos else context_size
+    bos = tokenizer.bos_token_id
+    if prepend_bos and bos is None:
+        raise InputError(expected("Tokenizer", "no BOS token", "a BOS token, since the SAE's prepend_bos is true"))
+    eos = tokenizer.eos_token_id
+    cap = max(1, max_tokens // context_size) if max_tokens is not None else None
+    pending: list[int] = []
+    n_docs = n_contexts = n_tokens = 0
+    for text in iter_documents(spec):
+        if not text.strip():
+            continue
+        n_docs += 1
+        pending.extend(tokenizer(text, add_special_tokens=False).input_ids)
+        if eos is not None:
+            pending.append(eos)
+        n_tokens += len(pending)
+        cut = 0
+        while len(pending) - cut >= body and (cap is None or n_contexts < cap):
+            row = pending[cut : cut + body]
+            cut += body
+            n_contexts += 1
+            yield np.asarray([bos, *row] if prepend_bos else row, dtype=np.int64)
+        del pending[:cut]
+        n_tokens -= cut
+        if cap is not None and n_contexts >= cap:
+            return
+    if n_docs == 0:
+        raise InputError(expected(f"Corpus {spec.source!r}", "no text (every document is empty)", "some text"))
+    if n_contexts == 0:
+        raise InputError(
+            expected(
+                f"Corpus {spec.source!r}",
+                f"{n_tokens} tokens",
+                f"at least one context of {context_size} tokens",
+                "Use a larger corpus or a smaller --context-size.",
+            )
+        )
+
+
 def tokenise_corpus(
     spec: CorpusSpec,
     tokenizer,
@@ -163,43 +215,67 @@ def tokenise_corpus(
     prepend_bos: bool = True,
     max_tokens: int | None = None,
 ) -> torch.Tensor:
-    """Token contexts `[n_contexts, context_size]` (int64). Stops once `max_tokens` tokens are collected."""
-    if context_size < 2:
-        raise InputError(expected("context_size", str(context_size), "at least 2 tokens"))
-    body = context_size - 1 if prepend_bos else context_size
-    eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    n_docs = 0
-    for text in iter_documents(spec):
-        if not text.strip():
-            continue
-        n_docs += 1
-        stream.extend(tokenizer(text, add_special_tokens=False).input_ids)
-        if eos is not None:
-            stream.append(eos)
-        if max_tokens is not None and len(stream) >= max_tokens * body / context_size + body:
-            break
-    if n_docs == 0:
-        raise InputError(expected(f"Corpus {spec.source!r}", "no text (every document is empty)", "some text"))
-    n_contexts = len(stream) // body
-    if max_tokens is not None:
-        n_contexts = min(n_contexts, max(1, max_tokens // context_size))
-    if n_contexts == 0:
+    """Token contexts `[n_contexts, context_size]` (int64) in memory; `StreamedContexts` for long runs."""
+    rows = list(iter_context_rows(spec, tokenizer, context_size, prepend_bos, max_tokens))
+    return torch.from_numpy(np.stack(rows))
+
+
+class StreamedContexts:
+    """The corpus as a stream of contexts with global ids (the sampler's `Contexts`): batches are cut
+    while documents are read, so 10M+ token runs never hold the corpus. Each pass, and the final
+    look-up of the kept windows' tokens, reads and tokenises the documents again (cheap next to the
+    model's forward pass)."""
+
+    def __init__(
+        self,
+        spec: CorpusSpec,
+        tokenizer,
+        context_size: int,
+        prepend_bos: bool = True,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.spec, self.tokenizer, self.context_size = spec, tokenizer, context_size
+        self.prepend_bos, self.max_tokens = prepend_bos, max_tokens
+
+    def rows(self) -> Iterator[np.ndarray]:
+        return iter_context_rows(self.spec, self.tokenizer, self.context_size, self.prepend_bos, self.max_tokens)
+
+    def batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(global context ids [B], tokens [B, L]) of the contexts i with i % world == rank."""
+        ids: list[int] = []
+        rows: list[np.ndarray] = []
+        for i, row in enumerate(self.rows()):
+            if i % world != rank:
+                continue
+            ids.append(i)
+            rows.append(row)
+            if len(rows) == batch_size:
+                yield torch.tensor(ids), torch.from_numpy(np.stack(rows))
+                ids, rows = [], []
+        if rows:
+            yield torch.tensor(ids), torch.from_numpy(np.stack(rows))
+
+    def tokens_of(self, context_ids: np.ndarray) -> np.ndarray:
+        """Tokens [n, L] of the given contexts (ids sorted or not), read from the stream."""
+        wanted = {int(c): k for k, c in enumerate(context_ids)}
+        out = np.zeros((len(context_ids), self.context_size), dtype=np.int64)
+        last = max(wanted, default=-1)
+        for i, row in enumerate(self.rows()):
+            if i in wanted:
+                out[wanted[i]] = row
+            if i >= last:
+                return out
         raise InputError(
-            expected(
-                f"Corpus {spec.source!r}",
-                f"{len(stream)} tokens",
-                f"at least one context of {context_size} tokens",
-                "Use a larger corpus or a smaller --context-size.",
-            )
+            expected(f"Corpus {self.spec.source!r}", f"fewer than {last + 1} contexts", "the corpus that was sampled")
         )
-    body_NL = torch.from_numpy(np.asarray(stream[: n_contexts * body], dtype=np.int64)).view(n_contexts, body)
-    if not prepend_bos:
-        return body_NL
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        raise InputError(expected("Tokenizer", "no BOS token", "a BOS token, since the SAE's prepend_bos is true"))
-    return torch.cat([torch.full((n_contexts, 1), bos, dtype=torch.int64), body_NL], dim=1)
+
+    def fingerprint(self) -> tuple[str, int]:
+        """(sha256 prefix, number of tokens): the same digest as hashing `tokenise_corpus`'s tensor."""
+        digest, n = hashlib.sha256(), 0
+        for row in self.rows():
+            digest.update(row.tobytes())
+            n += len(row)
+        return digest.hexdigest()[:16], n
 
 
 def special_token_ids(tokenizer) -> list[int]:

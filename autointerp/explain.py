@@ -1,8 +1,8 @@
 """Explain one feature: show the explainer LLM the feature's explanation-split windows, read back a
 short explanation.
 
-The request is `system` (prompts/explain_system.md) + `prefix` (three worked features from
-prompts/explain_fewshot.json, as user/assistant turns) + one user turn with this feature's windows.
+The request is `system` (prompts/explain_system.md) + `prefix` (eight worked features of different kinds
+from prompts/explain_fewshot.json, as user/assistant turns) + one user turn with this feature's windows.
 System and prefix are byte-identical for every feature, so providers serve them from their prompt
 cache. Each window is one token per line, `token<TAB>level`, the level being the raw activation
 quantised to 0..10 against the feature's max (`scoring.quantise`, rule from the run config); tokens are

@@ -32,9 +32,14 @@ from autointerp.scorers import ScorerResult, ScoringItem, make_scorer
 from autointerp.scorers.detection import DetectionResult
 from autointerp.scorers.simulation import SimulationResult
 from autointerp.scoring import FeatureScores, lift
-from autointerp.settings_hash import prompt_digests, score_settings
+from autointerp.settings_hash import prompt_digests, score_settings, settings_hash
 
 SCORERS_IN_ORDER = ("simulation", "detection")
+# Each scorer's result type, to read back a result kept in `scorer_results` (the store stores JSON, knows no types).
+RESULT_TYPES: dict[str, type[ScorerResult]] = {"simulation": SimulationResult, "detection": DetectionResult}
+# Features scored at once, per request the simulator may have in flight: enough to keep it busy while a
+# feature waits on its controls, few enough that an interrupt leaves little half-scored work.
+FEATURES_PER_SLOT = 2
 
 
 def backend_specs(cfg: RunConfig) -> tuple[str, str, str]:
@@ -63,12 +68,14 @@ def resolve_backends(cfg: RunConfig) -> tuple[LLMBackend, LLMBackend, LLMBackend
 
 def default_scorers(simulator_spec: str) -> list[str]:
     """The scorers a run uses when none are configured (ScoringConfig.scorers says why): simulation and
-    detection, except on the local model without a teacher-forced yes/no reading (`score_yes_no`)."""
+    detection, except on a local model with neither a teacher-forced yes/no reading (`score_yes_no`) nor
+    per-token judging (`judge_tokens`, detection mode "tokens")."""
     if parse_backend_spec(simulator_spec).kind != "local":
         return list(SCORERS_IN_ORDER)
     from autointerp.llm.local_backend import LocalBackend  # light: llama.cpp loads on first use
 
-    return list(SCORERS_IN_ORDER) if hasattr(LocalBackend, "score_yes_no") else ["simulation"]
+    offline = hasattr(LocalBackend, "score_yes_no") or hasattr(LocalBackend, "judge_tokens")
+    return list(SCORERS_IN_ORDER) if offline else ["simulation"]
 
 
 def settle_scorers(cfg: RunConfig) -> RunConfig:
@@ -119,15 +126,34 @@ def _unit_hash(seed: int, feature: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def explanation_sha(text: str) -> str:
+    """The digest a kept scorer result carries of the explanation it judged (reused only for the same text)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def judgements_planned(
+    names: Sequence[str], feature: int, partners: Mapping[int, int | None], has_baseline: bool
+) -> int:
+    """Scorer results a feature needs: every scorer on its own explanation and on each of its controls."""
+    sources = 1
+    if feature in partners:
+        sources += int(has_baseline) + int(partners[feature] is not None)
+    return len(names) * sources
+
+
 class Tally:
     """Running totals for the progress line. A call of unknown price (cost_usd None) is counted apart, never
-    as $0: the line then shows the priced part as a lower bound and how many calls are unpriced."""
+    as $0: the line then shows the priced part as a lower bound and how many calls are unpriced. `calls` counts
+    the LLM calls made in this process; `kept` the scorer results stored as they arrived, `reused` those read
+    back from an interrupted run instead of asking again."""
 
     def __init__(self) -> None:
         self.done = self.failed = self.tokens = self.unpriced = 0
+        self.calls = self.kept = self.reused = self.explained = 0
         self.cost = 0.0
 
     def add(self, calls: Sequence[CallRecord]) -> None:
+        self.calls += len(calls)
         for c in calls:
             self.tokens += c.usage.input_tokens + c.usage.cached_input_tokens + c.usage.output_tokens
             if c.cost_usd is None:
@@ -142,23 +168,37 @@ class Tally:
 
     def line(self) -> str:
         cost = f"${self.cost:.4f}" if not self.unpriced else f">= ${self.cost:.4f} ({self.unpriced} calls unpriced)"
-        return f"failed {self.failed}  tokens {self.tokens:,}  {cost}"
+        return f"failed {self.failed}  calls {self.calls:,}  tokens {self.tokens:,}  {cost}"
 
 
 async def interpret_run(
-    store, run_id: str, cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = None
+    store,
+    run_id: str,
+    cfg: RunConfig,
+    retry_failed: bool = False,
+    reporter: Reporter | None = None,
+    backends: tuple[LLMBackend, LLMBackend, LLMBackend, str] | None = None,
 ) -> dict:
+    """`backends`: (explainer, simulator, baseline, note) to use instead of resolve_backends(cfg)'s; batch
+    mode (cfg.llm.batch, autointerp.batch_run) passes stand-ins that answer from stored batch results."""
+    if cfg.llm.batch and backends is None:
+        from autointerp.batch_run import run_batched
+
+        return await run_batched(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter)
     settled = settle_scorers(cfg)
     if settled is not cfg:  # e.g. a run started through the Python API: store which scorers ran
         cfg = settled
         store.update_run_config(run_id, cfg)
-    explainer, simulator, baseline, note = resolve_backends(cfg)
+    explainer, simulator, baseline, note = backends or resolve_backends(cfg)
     names = [name for name in SCORERS_IN_ORDER if name in (cfg.scoring.scorers or ())]
     scorers = {name: make_scorer(name, simulator, cfg) for name in names}
     reporter = reporter or Reporter()
     reporter.note(f"LLM stages: {note}; scorers: {', '.join(names)}.")
+    for backend in {id(b): b for b in (explainer, simulator)}.values():
+        backend.report_to(reporter.note)  # a fallback mode, a prompt prefix too short for the provider's cache
     if retry_failed:
-        store.resolve_failures(run_id, list(store.failed_features(run_id)))
+        # partly scored features too (a scorer failed): the retry redoes them, reusing finished results
+        store.resolve_failures(run_id, [*store.failed_features(run_id), *store.partly_scored_features(run_id)])
     samples = {s.feature: s for s in store.load_samples(run_id)}
     fingerprint = store.require_run(run_id)["corpus_fingerprint"]
     settings = {name: run_settings(cfg, fingerprint, name) for name in names}
@@ -177,17 +217,47 @@ async def interpret_run(
                 explanation, calls = await explain_feature(explainer, sample, cfg)
             tally.add(calls)
             store.save_explanation(run_id, explanation, "llm", calls=calls)
+            tally.explained += 1
         except LLMStageFailure as failure:
             tally.add(failure.calls)
             tally.failed += 1
             store.record_failure(run_id, feature, "explain", str(failure), calls=failure.calls)
         progress.advance(task, 1, info=tally.line())
 
-    async def judged(name: str, item: ScoringItem) -> ScorerResult | LLMStageFailure:
+    kept = store.load_scorer_results(run_id)  # finished results of features an interrupted run left half-scored
+    digests = {name: settings_hash(settings[name]) for name in names}
+
+    async def judged(name: str, item: ScoringItem, task) -> ScorerResult | LLMStageFailure:
+        """One scorer on one explanation: a result kept from an earlier, interrupted run when it judged the same
+        text with the same settings, else a new judgement, stored at once (with its calls, which the result then
+        drops so the feature's final rows do not record them twice). A failure carries its calls."""
+        sha = explanation_sha(item.explanation)
+        row = kept.get((item.feature, name, item.source))
+        if row is not None and row["explanation_sha"] == sha and row["settings_hash"] == digests[name]:
+            tally.reused += 1
+            progress.advance(task, 1, info=tally.line())
+            return RESULT_TYPES[name].model_validate_json(row["result_json"])
         try:
-            return await scorers[name].score(item)
+            result = await scorers[name].score(item)
         except LLMStageFailure as failure:
+            tally.add(failure.calls)
+            progress.advance(task, 1, info=tally.line())
             return failure
+        tally.add(result.calls)
+        if result.calls:  # a no-LLM judgement (the baseline) is cheaper to redo than to store
+            store.save_scorer_result(
+                run_id,
+                item.feature,
+                name,
+                item.source,
+                explanation_sha=sha,
+                settings_hash=digests[name],
+                result_json=result.model_dump_json(exclude={"calls"}),
+                calls=result.calls,
+            )
+            tally.kept += 1
+        progress.advance(task, 1, info=tally.line())
+        return result.model_copy(update={"calls": []})
 
     async def score_one(
         feature: int,
@@ -197,11 +267,12 @@ async def interpret_run(
         task,
     ) -> None:
         sample = samples[feature]
-        calls: list[CallRecord] = []
+        calls: list[CallRecord] = []  # of failed judgements only: finished ones are stored as they arrive
         results: dict[str, dict[str, ScorerResult]] = {name: {} for name in names}
         failures: list[tuple[str, str]] = []  # (stage, message) of each scorer that failed on the LLM explanation
+        planned = judgements_planned(names, feature, partners, feature in controls)
         item = ScoringItem(sample=sample, explanation=explanations[feature].text, source="llm")
-        for name, outcome in zip(names, await asyncio.gather(*(judged(n, item) for n in names)), strict=True):
+        for name, outcome in zip(names, await asyncio.gather(*(judged(n, item, task) for n in names)), strict=True):
             calls += outcome.calls
             if isinstance(outcome, LLMStageFailure):
                 failures.append((outcome.stage, str(outcome)))
@@ -211,8 +282,7 @@ async def interpret_run(
             (stage, message), *more = failures
             store.record_failure(run_id, feature, stage, message, calls=calls, more=more, own_call_stages=True)
             tally.failed += 1
-            tally.add(calls)
-            progress.advance(task, 1, info=tally.line())
+            progress.advance(task, planned - len(names), info=tally.line())  # its controls are not judged
             return
         jobs: list[ScoringItem] = []  # controls, judged by every scorer that judged the LLM explanation
         if feature in partners:
@@ -222,7 +292,8 @@ async def interpret_run(
             if other is not None and other in explanations:
                 jobs.append(ScoringItem(sample=sample, explanation=explanations[other].text, source=f"other:{other}"))
         pairs = [(name, job) for job in jobs for name in names if "llm" in results[name]]
-        for (name, job), outcome in zip(pairs, await asyncio.gather(*(judged(n, j) for n, j in pairs)), strict=True):
+        outcomes = await asyncio.gather(*(judged(n, j, task) for n, j in pairs))
+        for (name, job), outcome in zip(pairs, outcomes, strict=True):
             calls += outcome.calls  # a failed control leaves the feature's own scores intact
             if not isinstance(outcome, LLMStageFailure):
                 results[name][job.source] = outcome
@@ -242,18 +313,39 @@ async def interpret_run(
             errors=failures,
         )
         tally.done += 1
-        tally.add(calls)
-        progress.advance(task, 1, info=tally.line())
+        progress.advance(task, planned - len(names) - len(pairs), info=tally.line())  # controls not judged, if any
 
-    with progress:
-        pending = store.pending_features(run_id, "explained")
-        task = progress.add_task("explaining", total=len(pending))
-        await asyncio.gather(*(explain_one(f, task) for f in pending))
-        explanations = store.load_explanations(run_id)
-        controls = store.load_explanations(run_id, "baseline")
-        partners = control_partners(sorted(explanations), cfg.scoring.controls_share, cfg.selection.seed)
-        pending = [f for f in store.pending_features(run_id, "scored") if f in explanations]
-        task = progress.add_task(f"scoring ({' + '.join(names)})", total=len(pending))
-        await asyncio.gather(*(score_one(f, explanations, controls, partners, task) for f in pending))
+    limit = asyncio.Semaphore(FEATURES_PER_SLOT * max(1, simulator.max_in_flight))
+
+    async def bounded(feature: int, *args) -> None:
+        async with limit:  # features start in order; a new one only when one in flight is stored
+            await score_one(feature, *args)
+
+    stage = "explaining"
+    try:
+        with progress:
+            pending = store.pending_features(run_id, "explained")
+            task = progress.add_task("explaining", total=len(pending))
+            await asyncio.gather(*(explain_one(f, task) for f in pending))
+            stage = "scoring"
+            explanations = store.load_explanations(run_id)
+            controls = store.load_explanations(run_id, "baseline")
+            partners = control_partners(sorted(explanations), cfg.scoring.controls_share, cfg.selection.seed)
+            pending = [f for f in store.pending_features(run_id, "scored") if f in explanations]
+            total = sum(judgements_planned(names, f, partners, f in controls) for f in pending)
+            task = progress.add_task(f"scoring ({' + '.join(names)}; judgements)", total=total)
+            await asyncio.gather(*(bounded(f, explanations, controls, partners, task) for f in pending))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        store.set_run_status(run_id, "interrupted")
+        reporter.note(interrupted_note(stage, tally))
+        raise
     store.set_run_status(run_id, "done")
     return run_summary(store, run_id)
+
+
+def interrupted_note(stage: str, tally: Tally) -> str:
+    """What an interrupted LLM stage kept, counted, for the user (the calls in flight are lost)."""
+    kept = f"{tally.explained} explanation(s) and {tally.done} fully scored feature(s) stored in this session"
+    if tally.kept:
+        kept += f", plus {tally.kept} finished judgement(s) of features still in flight (not asked again on resume)"
+    return f"Interrupted while {stage}: {kept}; {tally.calls} LLM call(s) made, those in flight are lost."

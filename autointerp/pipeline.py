@@ -21,8 +21,11 @@ from autointerp.config import RunConfig
 from autointerp.corpus import special_token_ids, tokenise_corpus
 from autointerp.errors import InputError, StoreError, expected
 from autointerp.inspect_sae import FitReport, check_fit
+from autointerp.logits import save_run_logits
+from autointerp.preflight import check_device, check_run
 from autointerp.records import FeatureSample
 from autointerp.reporting import Reporter
+from autointerp.run_lock import RunLock
 from autointerp.sae import SparseAutoencoder, load_sae, sae_fingerprint
 from autointerp.settings_hash import settings_differences
 from autointerp.subject_model import load_subject_model
@@ -44,7 +47,8 @@ class Inputs:
 
 def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
     """SAE, subject model (checked to fit the SAE's hook) and, optionally, the tokenised corpus."""
-    sae = load_sae(resolve_sae_path(cfg.sae))
+    check_device(cfg.device)
+    sae = load_sae(cfg.sae)
     fingerprint = sae_fingerprint(sae)  # before any dtype cast, so CPU and GPU runs agree
     model_name = cfg.model or sae.cfg.model_name
     if not model_name:
@@ -80,9 +84,12 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("scores") / name
 
 
-def sample(cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None) -> tuple[list[FeatureSample], int]:
-    """Choose features and stream the corpus; returns (samples, number of dead features)."""
-    from autointerp.sampler import hook_activations, sample_features
+def sample(
+    cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None, checkpoint_dir: Path | None = None
+) -> tuple[list[FeatureSample], int]:
+    """Choose features and stream the corpus; returns (samples, number of dead features). With
+    `checkpoint_dir` the sampler state is saved there as it goes and a rerun resumes from it."""
+    from autointerp.sampler import hook_activations, plan_passes, sample_features
     from autointerp.selection import choose_features, probe_log10_density
 
     sae, model, tokens = inputs.sae, inputs.model, inputs.tokens_NL
@@ -100,7 +107,8 @@ def sample(cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None) -> 
         )
     features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
     with (reporter or Reporter()).progress() as bar:
-        task = bar.add_task("sampling", total=tokens.numel())
+        n_passes = len(plan_passes(features, cfg.sampler, tokens.shape[1], sae.device)[0])  # each streams the corpus
+        task = bar.add_task("sampling", total=tokens.numel() * n_passes)
         done = 0
 
         def progress(n: int, seconds: float) -> None:
@@ -109,28 +117,47 @@ def sample(cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None) -> 
             bar.advance(task, n, info=f"{done / max(seconds, 1e-9):,.0f} tok/s")
 
         samples = sample_features(
-            model, sae, tokens, features, cfg.sampler, inputs.special_ids, inputs.first_position, progress
+            model,
+            sae,
+            tokens,
+            features,
+            cfg.sampler,
+            inputs.special_ids,
+            inputs.first_position,
+            progress,
+            reporter=reporter,
+            checkpoint_dir=checkpoint_dir,
         )
     return samples, n_dead
+
+
+def run_folder(cfg: RunConfig) -> Path:
+    return Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
 
 
 def open_run(cfg: RunConfig, create: bool = True):
     """The run's store and run id; refuses a run directory made with settings that change results."""
     from autointerp.store import RunStore
 
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    run_dir = run_folder(cfg)
     store = RunStore.open(run_dir, create=create)
     run_id = store.latest_run_id()
     if run_id is not None:
         stored = store.get_run(run_id)["results_key"]
         wanted = json.loads(json.dumps(cfg.results_key()))
-        # LLM settings and scorers left open by `autointerp sample` may be settled now; decided ones may not change.
-        later = ("llm.", "scoring.scorers")
-        diffs = [d for d in settings_differences(stored, wanted) if not (d[0].startswith(later) and d[1] is None)]
+        diffs = settings_differences(stored, wanted)
+        if store.load_explanations(run_id):
+            # LLM settings and scorers left open by `autointerp sample` may be settled now; decided ones may not change.
+            diffs = [d for d in diffs if not (d[0].startswith(("llm.", "scoring.scorers")) and d[1] is None)]
+        else:
+            # No stored result depends on the LLM and scoring settings before the first LLM explanation (every
+            # explain call may have failed): they may change, e.g. a bad --explainer fixed after sampling.
+            diffs = [d for d in diffs if not d[0].startswith(("llm.", "scoring."))]
         found = store.get_run(run_id)["sae_fingerprint"]
-        if found != sae_fingerprint(load_sae(resolve_sae_path(cfg.sae))):
+        if found != sae_fingerprint(load_sae(cfg.sae)):
             diffs.append(("SAE weights", f"fingerprint {found}", "another SAE's"))
         if diffs:
+            store.close()
             listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in diffs[:6])
             raise StoreError(
                 f"Run directory {run_dir} holds a run made with other settings ({listed}). Resuming would mix "
@@ -145,7 +172,7 @@ def with_model_name(cfg: RunConfig) -> RunConfig:
     """`cfg` with `model` taken from the SAE's metadata when not given, so the stored config names it."""
     if cfg.model:
         return cfg
-    sae = load_sae(resolve_sae_path(cfg.sae))
+    sae = load_sae(cfg.sae)
     if not sae.cfg.model_name:
         raise InputError(
             expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json", "Pass --model NAME.")
@@ -154,20 +181,28 @@ def with_model_name(cfg: RunConfig) -> RunConfig:
 
 
 def sample_stage(cfg: RunConfig, reporter: Reporter | None = None):
-    """Sample (once) into the run's store; returns (store, run_id)."""
-    reporter = reporter or Reporter()
+    """Sample (once) into the run's store; returns (store, run_id). Every setting given is checked first
+    (autointerp.preflight), and the run folder is locked against a second writer while it samples."""
     cfg = with_model_name(cfg)
+    check_run(cfg, llm=False)
+    with RunLock(run_folder(cfg)):
+        return _sample_into_store(cfg, reporter or Reporter())
+
+
+def _sample_into_store(cfg: RunConfig, reporter: Reporter):
+    """sample_stage once its settings are checked and the folder is locked."""
     store, run_id, run_dir = open_run(cfg)
     if run_id is not None and store.load_samples(run_id):
         reporter.note(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
         return store, run_id
     inputs = load_inputs(cfg)
     started = time.time()
-    samples, n_dead = sample(cfg, inputs, reporter)
+    samples, n_dead = sample(cfg, inputs, reporter, checkpoint_dir=run_dir / "sampling")
     if run_id is None:
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
         store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL))
     store.save_samples(run_id, samples)
+    save_run_logits(store, run_id, inputs.sae, inputs.model, [s.feature for s in samples])  # model still loaded
     seconds = time.time() - started
     reporter.note(
         f"Sampled {len(samples)} features over {inputs.tokens_NL.numel():,} tokens in {seconds:.0f}s "
@@ -179,7 +214,7 @@ def sample_stage(cfg: RunConfig, reporter: Reporter | None = None):
 def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = None) -> dict:
     """The main job. Returns the run's summary (`run_summary`); features that failed are recorded in it,
     not raised."""
-    from autointerp.interpret import interpret_run, settle_scorers
+    from autointerp.interpret import settle_scorers
     from autointerp.llm.spec import default_backend_spec
 
     reporter = reporter or Reporter()
@@ -188,5 +223,21 @@ def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = 
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"explainer": spec})})
         reporter.note(f"No --explainer given: using {spec} ({why}).")
     cfg = settle_scorers(with_model_name(cfg))  # the stored config says which scorers run
-    store, run_id = sample_stage(cfg, reporter)
-    return asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter))
+    check_run(cfg)  # every backend built, every key checked, before the first token is sampled
+    with RunLock(run_folder(cfg)):  # released when the run returns or raises; the kernel frees it on a kill
+        return _run_locked(cfg, retry_failed, reporter)
+
+
+def _run_locked(cfg: RunConfig, retry_failed: bool, reporter: Reporter) -> dict:
+    """run() once its settings are checked and the folder is locked."""
+    from autointerp.interpret import interpret_run
+
+    store, run_id = _sample_into_store(cfg, reporter)
+    summary = asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter))
+    if cfg.scoring.redraws:  # spread over fresh window draws of the control subset (autointerp.redraws)
+        from autointerp.redraws import redraw_stage
+        from autointerp.run_summary import run_summary
+
+        redraw_stage(store, run_id, cfg, reporter)
+        summary = run_summary(store, run_id)
+    return summary

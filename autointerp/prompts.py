@@ -27,6 +27,7 @@ from autointerp.errors import InputError
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+_INVISIBLE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")  # what visible_text marks
 
 
 def prompts_dir() -> Path:
@@ -98,6 +99,8 @@ def escape_token(token: str) -> str:
 
 def visible_text(text: str) -> str:
     """`text` on one line: newline/tab/CR as ↵ ⇥ ␍, other control characters as \\xNN, the rest as is."""
+    if _INVISIBLE.search(text) is None:  # most tokens: nothing to mark (a character loop costs ~1 ms a prompt)
+        return text
     out = []
     for ch in text:
         if ch in _VISIBLE:
@@ -165,6 +168,7 @@ class FewShotExcerpt(BaseModel):
 class FewShotFeature(BaseModel):
     excerpts: list[FewShotExcerpt] = Field(min_length=1)
     explanation: str = Field(min_length=1)
+    kind: str | None = Field(default=None, description="what sort of feature it shows (for readers of the data)")
 
 
 def _feature(raw: dict[str, Any], source: str) -> FewShotFeature:
@@ -172,22 +176,34 @@ def _feature(raw: dict[str, Any], source: str) -> FewShotFeature:
         return FewShotFeature(
             excerpts=[FewShotExcerpt(pairs=pairs) for pairs in raw["excerpts"]],
             explanation=raw["explanation"],
+            kind=raw.get("kind"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
             f"Few-shot data {source}: found an example that does not fit ({exc}); expected "
             '{"excerpts": [[[token, level], ...], ...], "explanation": text}.'
         ) from None
 
 
+def _features(name: str) -> tuple[FewShotFeature, ...]:
+    source = f"prompts/{name}"
+    data = load_json(name)
+    examples = data.get("examples") if isinstance(data, dict) else None
+    if not isinstance(examples, list) or not examples:
+        raise InputError(
+            f'Few-shot data {source}: found no list under "examples"; expected '
+            '{"examples": [{"excerpts": ..., "explanation": ...}, ...]} with at least one example.'
+        )
+    return tuple(_feature(raw, source) for raw in examples)
+
+
 @cache
 def explain_fewshot() -> tuple[FewShotFeature, ...]:
-    """The explainer's worked examples (prompts/explain_fewshot.json)."""
-    data = load_json("explain_fewshot.json")
-    return tuple(_feature(raw, "prompts/explain_fewshot.json") for raw in data["examples"])
+    """The explainer's worked examples (prompts/explain_fewshot.json), in the order they are shown."""
+    return _features("explain_fewshot.json")
 
 
 @cache
-def simulate_fewshot() -> FewShotFeature:
-    """The simulator's worked example (prompts/simulate_fewshot.json)."""
-    return _feature(load_json("simulate_fewshot.json"), "prompts/simulate_fewshot.json")
+def simulate_fewshot() -> tuple[FewShotFeature, ...]:
+    """The simulator's worked examples (prompts/simulate_fewshot.json), in the order they are shown."""
+    return _features("simulate_fewshot.json")

@@ -149,6 +149,10 @@ class FeatureReport(BaseModel):
         "empty when detection did not run",
     )
     errors: list[str] = Field(default_factory=list, description="recorded failures: 'stage: message'")
+    redraws: list[dict] = Field(
+        default_factory=list,
+        description="its `redraw_scores` rows (autointerp.redraws): scores on fresh window draws; empty if none",
+    )
     model_name: str = Field(default="", description="subject model name")
     sae_name: str = Field(default="", description="SAE identifier (folder name or hook) for exports")
     top_logits: list[TokenLogit] | None = Field(

@@ -34,6 +34,7 @@ explanation judged on the same windows.
 """
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from autointerp.scoring import summarise
@@ -46,8 +47,28 @@ HEADLINE_SCORES = {"correlation": True, "auroc": False}
 SECONDARY_SCORES = ("balanced_accuracy", "abs_dev_explained", "ece", "binarity")
 # Detection scores of the LLM explanation, each with its lift over the baseline control; undefined left out.
 DETECTION_SCORES = ("balanced_accuracy", "precision", "recall", "auroc")
+# Detection's headline scores (paired by `compare`): balanced accuracy, and AUROC where the judge gave P(yes).
+DETECTION_HEADLINES = ("balanced_accuracy", "auroc")
 _NULL_COLUMNS = ("n_permutations", "permutation_mean", "permutation_std", "permutation_z", "permutation_p")
 SIGNIFICANCE = 0.05
+# What a run's scores can and cannot show, by backend (reading_notes); figures in docs/scores.md.
+LOCAL_EXPLAINER_NOTE = (
+    "Explanations come from the local SmolLM2-135M model, a very small model: its explanations are close to "
+    "noise, so low scores here say little about the SAE's features. Use an API explainer to judge the features."
+)
+LOCAL_JUDGE_NOTE = (
+    "Scores come from the local judge, which reads each token alone with no context (the same token gets the "
+    "same prediction everywhere): it can tell whether an explanation names the tokens a feature fires on, not "
+    "whether it captures context, and its detection is per-token matching, not an LLM reading each window."
+)
+BASELINE_NOTE = (
+    "'baseline' is the no-LLM control (the feature's top tokens), not an LLM: its scores measure that token "
+    "list, a floor for what an explanation should beat."
+)
+READ_LIFTS_NOTE = (
+    "Read each score next to its controls: lift over the baseline and over another feature's explanation, and "
+    "the permutation null; a score that does not beat them shows nothing."
+)
 
 
 def lift_prefix(score: str, control: str) -> str:
@@ -110,6 +131,55 @@ def _bootstrap_std(row: dict[str, Any]) -> float | None:
     return json.loads(row["json"]).get("bootstrap_std")
 
 
+@dataclass(frozen=True)
+class Headline:
+    """One headline score per feature of a run: values (feature -> value; None = undefined and left out),
+    as_zero (undefined counts as 0: values then hold the 0 already) and undefined (features whose value, or
+    a side of whose lift, was undefined)."""
+
+    values: dict[int, float | None]
+    as_zero: bool
+    undefined: frozenset[int]
+
+
+def _headline(pairs: dict[int, tuple[float | None, float | None] | float | None], as_zero: bool) -> Headline:
+    """A Headline from feature -> value, or feature -> (score, control) for a lift (score - control)."""
+    values: dict[int, float | None] = {}
+    undefined = set()
+    for feature, value in pairs.items():
+        sides = value if isinstance(value, tuple) else (value,)
+        if any(v is None for v in sides):
+            undefined.add(feature)
+            if not as_zero:
+                values[feature] = None
+                continue
+        filled = [float(v or 0.0) for v in sides]
+        values[feature] = filled[0] - filled[1] if len(filled) == 2 else filled[0]
+    return Headline(values, as_zero, frozenset(undefined))
+
+
+def feature_headlines(
+    rows: dict[int, dict[str, dict[str, Any]]], detection: dict[int, dict[str, dict[str, Any]]]
+) -> dict[str, Headline]:
+    """Every headline score of a run per feature, named as in the run summary: each HEADLINE_SCORES of the
+    simulation and its lifts over each control (`lift`, `lift_other`, `auroc_lift`, ...), and detection's
+    balanced accuracy and AUROC with their lifts over the baseline explanation (`detection_<m>_lift`).
+    rows / detection: RunStore.score_rows / detection_rows (with the scores' columns). For `compare`."""
+    out: dict[str, Headline] = {}
+    for score, as_zero in HEADLINE_SCORES.items():
+        out[score] = _headline({f: s["llm"][score] for f, s in rows.items() if "llm" in s}, as_zero)
+        for control in CONTROLS:
+            pairs = {f: (s["llm"][score], s[control][score]) for f, s in rows.items() if "llm" in s and control in s}
+            out[lift_prefix(score, control)] = _headline(pairs, as_zero)  # type: ignore[arg-type]
+    for score in DETECTION_HEADLINES:
+        judged = {f: s for f, s in detection.items() if "llm" in s}
+        own = {f: s["llm"][score] for f, s in judged.items()}
+        pairs = {f: (s["llm"][score], s["baseline"][score]) for f, s in judged.items() if "baseline" in s}
+        out[f"detection_{score}"] = _headline(own, False)
+        out[f"detection_{score}_lift"] = _headline(pairs, False)  # type: ignore[arg-type]
+    return out
+
+
 def detection_statistics(rows: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """The detection statistics of a run from its detection rows (feature -> source -> columns, as
     RunStore.detection_rows gives them): each DETECTION_SCORES of the 'llm' rows, and its lift over the
@@ -123,6 +193,79 @@ def detection_statistics(rows: dict[int, dict[str, dict[str, Any]]]) -> dict[str
     return out
 
 
+def run_scorers(scoring: dict[str, Any], rows: dict[int, Any], detection: dict[int, Any]) -> list[str]:
+    """The scorers a run was configured with; for a run whose stored config leaves them open (stored before
+    `scoring.scorers` was settled, or through the Python API), the scorers that left rows."""
+    if scoring.get("scorers"):
+        return list(scoring["scorers"])
+    return [name for name, found in (("simulation", rows), ("detection", detection)) if found]
+
+
+def reading_notes(config: dict[str, Any]) -> list[str]:
+    """Plain sentences on what this run's scores can and cannot show, from its explainer and judge: the
+    local model and the no-LLM baseline are told apart from LLM judges (the CLI prints them under the
+    summary)."""
+    from autointerp.llm.spec import parse_backend_spec
+
+    llm = config.get("llm") or {}
+    explainer = llm.get("explainer") or ""
+    judge = llm.get("simulator") or explainer
+    kinds = {role: parse_backend_spec(spec).kind if spec else None for role, spec in (("e", explainer), ("j", judge))}
+    notes = []
+    if kinds["e"] == "local":
+        notes.append(LOCAL_EXPLAINER_NOTE)
+    if kinds["j"] == "local":
+        notes.append(LOCAL_JUDGE_NOTE)
+    if "baseline" in (explainer, judge):
+        notes.append(BASELINE_NOTE)
+    if notes:
+        notes.append(READ_LIFTS_NOTE)
+    return notes
+
+
+def redraw_statistics(
+    rows: dict[int, dict[str, dict[str, Any]]],
+    detection: dict[int, dict[str, dict[str, Any]]],
+    redraws: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Spread over fresh window draws (autointerp.redraws): for each redraws.SPREAD_SCORES prefix, summarise()
+    of the per-feature standard deviation over the run's own draw and its redraws, under
+    `redraw_std_<prefix>` (n = features with a std; undefined left out), and `redraw_draws`, the most draws
+    a feature has (its own + redraws; 0 when no feature was redrawn)."""
+    from autointerp.redraws import redraw_spread
+
+    own = {
+        "correlation": {f: s["llm"]["correlation"] for f, s in rows.items() if "llm" in s},
+        "detection_balanced_accuracy": {f: s["llm"]["balanced_accuracy"] for f, s in detection.items() if "llm" in s},
+        "detection_auroc": {f: s["llm"]["auroc"] for f, s in detection.items() if "llm" in s},
+    }
+    out: dict[str, Any] = {}
+    draws = 0
+    for prefix, per_feature in redraw_spread(own, redraws).items():
+        out.update(
+            _flat(f"redraw_std_{prefix}", summarise([std for std, _ in per_feature.values()], undefined_as_zero=False))
+        )
+        draws = max([draws, *(n for _, n in per_feature.values())])
+    return out | {"redraw_draws": draws}
+
+
+def scorer_coverage(
+    scorers: list[str], rows: dict[int, dict[str, dict[str, Any]]], detection: dict[int, dict[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """scored: features whose LLM explanation every configured scorer judged; partly_scored: those some but not
+    all did (a scorer failed on them; `--retry-failed` redoes that scorer), with partly_scored_missing:
+    feature -> the scorers missing."""
+    have = {
+        "simulation": {f for f, s in rows.items() if "llm" in s},
+        "detection": {f for f, s in detection.items() if "llm" in s},
+    }
+    wanted = [name for name in scorers if name in have]
+    judged = set().union(*(have[name] for name in have))
+    missing = {f: [name for name in wanted if f not in have[name]] for f in sorted(judged)}
+    missing = {f: names for f, names in missing.items() if names}
+    return {"scored": len(judged) - len(missing), "partly_scored": len(missing), "partly_scored_missing": missing}
+
+
 def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     """Counts, settings hash(es), score statistics (:func:`score_statistics`, see the module docstring) and
     LLM usage summed over every recorded call (cost_usd None when some call's price is unknown; then
@@ -133,7 +276,8 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     detection = store.detection_rows(run_id, DETECTION_SCORES)
     stages = store.stage_counts(run_id)
     hashes = store.settings_hash_counts(run_id)
-    n_permutations = int((run["config"].get("scoring") or {}).get("n_permutations") or 0)
+    scoring = run["config"].get("scoring") or {}
+    n_permutations = int(scoring.get("n_permutations") or 0)
     return {
         "run_id": run_id,
         "name": run["name"],
@@ -143,10 +287,11 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         "sae_fingerprint": run["sae_fingerprint"],
         "settings_hash": ",".join(h for h in hashes if h) or None,
         "sampled": sum(stages.values()),
-        # a feature counts as scored when any scorer judged its LLM explanation
-        "scored": len({f for table in (rows, detection) for f, sources in table.items() if "llm" in sources}),
+        **scorer_coverage(run_scorers(scoring, rows, detection), rows, detection),
         "failed": stages.get("failed", 0),
         **score_statistics(rows, n_permutations),
         **detection_statistics(detection),
+        **redraw_statistics(rows, detection, store.redraw_rows(run_id)),
+        "notes": reading_notes(run["config"]),
         **store.call_totals(run_id),
     }

@@ -53,6 +53,9 @@ def feature_view(report: FeatureReport, n_windows: int = 8) -> list[RenderableTy
         view += score_views(report)
     if report.detection:
         view += detection_views(report)
+    if report.redraws:
+        view += redraw_views(report)
+    if report.scores:
         details = json.loads(report.scores["json"]).get("details", {}) if report.scores.get("json") else {}
         reliability = details.get("reliability") or []
         if reliability:
@@ -176,6 +179,41 @@ def detection_views(report: FeatureReport) -> list[RenderableType]:
     return [table]
 
 
+def redraw_views(report: FeatureReport) -> list[RenderableType]:
+    """The feature's scores on fresh window draws (autointerp.redraws): one row per draw, the run's own
+    first, and the standard deviation over them (undefined correlation counted as 0, as in run means)."""
+    from autointerp.redraws import SPREAD_SCORES, per_feature_spread
+
+    own_corr = (report.scores or {}).get("correlation")
+    own_ba = report.detection.get("llm", {}).get("balanced_accuracy")
+    own_auroc = report.detection.get("llm", {}).get("auroc")
+    draws: dict[int, dict] = {0: {"seed": "run's", "correlation": own_corr, "balanced_accuracy": own_ba}}
+    draws[0]["detection_auroc"] = own_auroc
+    for row in report.redraws:
+        draw = draws.setdefault(row["redraw"], {"seed": str(row["sampler_seed"])})
+        if row["scorer"] == "simulation":
+            draw |= {"correlation": row["correlation"], "windows": row["n_windows"], "dropped": row["n_dropped"]}
+        else:
+            draw |= {k: row[k] for k in ("balanced_accuracy", "detection_auroc")}
+            draw.setdefault("windows", row["n_windows"])
+            draw.setdefault("dropped", row["n_dropped"])
+    table = Table(
+        "draw", "sampler seed", "windows (dropped)", "correlation", "detection bal. acc.", "detection AUROC",
+        title="fresh window draws (windows the explainer saw are dropped)",
+    )  # fmt: skip
+    for k, d in sorted(draws.items()):
+        windows = "" if k == 0 else f"{d.get('windows')} ({d.get('dropped')})"
+        cells = (_fmt(d.get(c)) for c in ("correlation", "balanced_accuracy", "detection_auroc"))
+        table.add_row("run" if k == 0 else str(k), d["seed"], windows, *cells)
+    spreads = []
+    for _, column, as_zero in SPREAD_SCORES.values():
+        key = "balanced_accuracy" if column == "balanced_accuracy" else column
+        std, n = per_feature_spread([d.get(key) for d in draws.values() if key in d], as_zero)
+        spreads.append(f"{_fmt(std)} (n={n})")
+    table.add_row("std", "", "", *spreads)
+    return [table]
+
+
 def load_feature_report(run_dir: Path, feature: int) -> FeatureReport:
     """One feature's report from the latest run in `run_dir`; InputError naming the run's features if absent."""
     from autointerp.store import RunStore
@@ -188,7 +226,7 @@ def load_feature_report(run_dir: Path, feature: int) -> FeatureReport:
     if feature not in reports:
         known = ", ".join(map(str, sorted(reports)[:20]))
         raise InputError(expected(f"Feature {feature}", f"not in run {run_id}", f"one of its features: {known}"))
-    return reports[feature]
+    return reports[feature].model_copy(update={"redraws": store.redraw_rows(run_id, feature)})
 
 
 def _mean_cell(summary: dict, prefix: str) -> str:
@@ -207,6 +245,10 @@ def summary_table(summary: dict) -> Table:
     95% CI and n, the controls' own scores and the lifts over them, the permutation null, usage."""
     table = Table("", "mean [95% CI]  n", title=f"run {summary.get('run_id')} ({summary.get('status')})")
     table.add_row("features scored / failed", f"{summary.get('scored')} / {summary.get('failed')}")
+    if summary.get("partly_scored"):
+        missing = summary.get("partly_scored_missing") or {}
+        listed = ", ".join(f"{f} ({'+'.join(names)})" for f, names in list(missing.items())[:6])
+        table.add_row("  partly scored (a scorer failed)", f"{summary['partly_scored']}: {listed}; --retry-failed")
     for prefix, label in (
         ("correlation", "correlation"),
         ("baseline_correlation", "  baseline explanation's"),
@@ -216,12 +258,15 @@ def summary_table(summary: dict) -> Table:
         ("null_correlation", "  permutation null's mean r"),
         ("null_z", "  z over permutation null"),
         ("null_p05", "  share with p < 0.05 (permutation)"),
+        ("bootstrap_std", "  window-bootstrap std (resampled windows)"),
+        ("redraw_std_correlation", "  fresh-draw std (per feature, --redraws)"),
         ("auroc", "simulation AUROC (window max)"),
         ("auroc_lift", "  lift over baseline explanation"),
         ("auroc_lift_other", "  lift over another feature's explanation"),
         ("balanced_accuracy", "balanced accuracy"),
         ("detection_balanced_accuracy", "detection: balanced accuracy"),
         ("detection_balanced_accuracy_lift", "  lift over baseline explanation"),
+        ("redraw_std_detection_balanced_accuracy", "  fresh-draw std (per feature, --redraws)"),
         ("detection_precision", "detection: precision"),
         ("detection_recall", "detection: recall"),
         ("detection_auroc", "detection: AUROC from P(yes)"),
@@ -232,6 +277,8 @@ def summary_table(summary: dict) -> Table:
         if prefix == "null_p05":  # a share over the features the null covers, not a mean
             share = summary.get("null_p05_share")
             table.add_row(label, "not computed" if share is None else f"{share:.3f}  n={summary.get('null_p05_n')}")
+        elif prefix.startswith("redraw_std") and not summary.get(f"{prefix}_n"):
+            continue  # no redraws in this run
         else:
             table.add_row(label, _mean_cell(summary, prefix))
     table.add_row("LLM calls", _fmt(summary.get("llm_calls")))
@@ -244,4 +291,9 @@ def summary_table(summary: dict) -> Table:
     table.add_row("cost (USD)", f"unknown ({unpriced} calls of unknown price)" if cost is None else f"{cost:.4f}")
     if summary.get("settings_hash"):
         table.add_row("settings hash", summary["settings_hash"])
+    if summary.get("redraw_draws"):
+        table.add_row("draws per redrawn feature", f"{summary['redraw_draws']} (the run's + fresh ones)")
+    if summary.get("notes"):
+        table.caption = "\n".join(summary["notes"])  # what these scores can and cannot show
+        table.caption_justify = "left"
     return table

@@ -3,7 +3,7 @@ feature's held-out (score-split) windows.
 
 Windows are shown in a seeded shuffle (`shuffle_order`, recorded in the call records) and the
 predictions come back in the caller's order. Nothing in the prompt says how many windows fire.
-The request is `system` + one worked example (prompts/simulate_fewshot.json, as user/assistant turns,
+The request is `system` + worked examples (prompts/simulate_fewshot.json, as user/assistant turns,
 identical for every feature) + one user turn with the explanation and the windows.
 
 Modes, chosen from the backend:
@@ -56,7 +56,7 @@ SimulationMode = Literal["logprob", "sampled"]
 SPARSE_PREFIX = "Activations:"  # the sparse answer format the prompt asks for and the parser reads
 SPARSE_NONE = "none"
 SIMULATION_ATTEMPTS = 3  # answers asked for: the first and two re-asks after a bad answer
-TOP_LOGPROBS = 15
+TOP_LOGPROBS = 5  # alternatives per answer token: the likeliest levels at a value slot (see docs/benchmarks.md)
 LEVELS = tuple(str(level) for level in range(11))
 
 _SPARSE_ITEM = re.compile(r"^(\d+)\s*:\s*(\d+)\s*=\s*(\d+)$")
@@ -137,16 +137,16 @@ def simulate_user_message(explanation: str, token_lists: Sequence[Sequence[str]]
 
 @cache
 def simulate_shared_prefix(mode: SimulationMode) -> tuple[str, tuple[Message, ...]]:
-    """System prompt and the worked example for a mode: the same bytes for every feature."""
-    example = simulate_fewshot()
-    tokens = [excerpt.tokens for excerpt in example.excerpts]
-    levels = [excerpt.levels for excerpt in example.excerpts]
-    answer = listing_answer(tokens, levels) if mode == "logprob" else sparse_answer(levels)
+    """System prompt and the worked examples for a mode: the same bytes for every feature."""
+    prefix: list[Message] = []
+    for example in simulate_fewshot():
+        tokens = [excerpt.tokens for excerpt in example.excerpts]
+        levels = [excerpt.levels for excerpt in example.excerpts]
+        answer = listing_answer(tokens, levels) if mode == "logprob" else sparse_answer(levels)
+        prefix.append(Message(role="user", content=simulate_user_message(example.explanation, tokens, mode)))
+        prefix.append(Message(role="assistant", content=answer))
     system = load_text("simulate_system_logprob.md" if mode == "logprob" else "simulate_system_sparse.md")
-    return system, (
-        Message(role="user", content=simulate_user_message(example.explanation, tokens, mode)),
-        Message(role="assistant", content=answer),
-    )
+    return system, tuple(prefix)
 
 
 def build_simulation_request(explanation: str, windows: Sequence[Window], mode: SimulationMode) -> LLMRequest:

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autointerp.errors import StoreError, expected
-from autointerp.run_summary import run_summary
+from autointerp.run_summary import DETECTION_HEADLINES, HEADLINE_SCORES, Headline, feature_headlines, run_summary
 from autointerp.scoring import bootstrap_paired_diff, summarise
 from autointerp.settings_hash import score_settings, settings_differences
 from autointerp.store import RunStore
@@ -32,7 +32,8 @@ TERMINAL_WIDTH = 100  # the terminal table never needs more columns than this
 # label the terminal shows (indented labels are the controls and lifts of the score above them).
 RUN_STATS = {
     "correlation": "correlation",
-    "bootstrap_std": "  window-bootstrap std (per feature)",
+    "bootstrap_std": "  window-bootstrap std (resampled windows)",
+    "redraw_std_correlation": "  fresh-draw std (per feature, --redraws)",
     "baseline_correlation": "  baseline explanation's",
     "lift": "  lift over baseline",
     "other_correlation": "  other feature's explanation's",
@@ -49,19 +50,21 @@ RUN_STATS = {
     "balanced_accuracy": "balanced accuracy (simulation)",
     "detection_balanced_accuracy": "detection: balanced accuracy",
     "detection_balanced_accuracy_lift": "  lift over baseline",
+    "redraw_std_detection_balanced_accuracy": "  fresh-draw std (per feature, --redraws)",
     "detection_precision": "detection: precision",
     "detection_precision_lift": "  lift over baseline",
     "detection_recall": "detection: recall",
     "detection_recall_lift": "  lift over baseline",
     "detection_auroc": "detection: AUROC (P(yes))",
     "detection_auroc_lift": "  lift over baseline",
+    "redraw_std_detection_auroc": "  fresh-draw std (per feature, --redraws)",
     "abs_dev_explained": "abs dev explained",
     "ece": "ece (calibration set)",
     "binarity": "binarity (calibration set)",
 }
 STAT_KEYS = ("n", "n_total", "n_defined", "n_undefined_as_zero", "mean", "median", "q25", "q75", "ci_lo", "ci_hi")
 # The run_summary() keys a run table shows besides the statistics: first these ...
-RUN_FIELDS = ("settings_hash", "scored", "failed")
+RUN_FIELDS = ("settings_hash", "scored", "partly_scored", "failed")
 # ... and after them these.
 RUN_USAGE = ("cost_usd", "unpriced_calls")
 # log10-density buckets: (label, lower bound inclusive, upper bound exclusive); density 0 falls in the first.
@@ -166,6 +169,30 @@ def _short(value: Any) -> str:
     return text[:12] + "…" if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else repr(value)
 
 
+def _paired_row(score: str, a: Headline, b: Headline, n_boot: int, seed: int) -> dict[str, Any]:
+    """One headline score B - A over the features both runs have it for: {score, n (pairs compared),
+    n_undefined_as_zero (values counted as 0, over both runs), n_left_out (shared features with an undefined
+    value on a side, for scores where 0 is not "no skill"), only_a, only_b, mean_a, mean_b (over the pairs),
+    mean_diff, lo, hi (95% paired bootstrap interval)}."""
+    shared = sorted(a.values.keys() & b.values.keys())
+    pairs = [(a.values[f], b.values[f]) for f in shared]
+    kept = [(va, vb) for va, vb in pairs if va is not None and vb is not None]
+    diff = bootstrap_paired_diff([vb for _, vb in kept], [va for va, _ in kept], n_boot=n_boot, seed=seed)
+    return {
+        "score": score,
+        "n": len(kept),
+        "n_undefined_as_zero": (len(a.undefined & set(shared)) + len(b.undefined & set(shared))) if a.as_zero else 0,
+        "n_left_out": len(pairs) - len(kept),
+        "only_a": len(a.values.keys() - b.values.keys()),
+        "only_b": len(b.values.keys() - a.values.keys()),
+        "mean_a": sum(va for va, _ in kept) / len(kept) if kept else None,
+        "mean_b": sum(vb for _, vb in kept) / len(kept) if kept else None,
+        "mean_diff": diff.mean_diff,
+        "lo": diff.lo,
+        "hi": diff.hi,
+    }
+
+
 def compare_runs(
     a: Path,
     b: Path,
@@ -180,11 +207,15 @@ def compare_runs(
     Returns:
         runs: two run-table rows (A then B), each with its `dir`;
         same_sae: both runs carry the same SAE fingerprint;
-        paired: when same_sae, the correlation over the features both runs scored, an undefined one
-            counted as 0 (as in every run mean): {score, n, n_undefined_as_zero (values, over both runs),
-            only_a, only_b (features scored by one run only), mean_diff, lo, hi} with mean_diff =
-            mean(B - A) and (lo, hi) its 95% paired bootstrap interval (scoring.bootstrap_paired_diff,
-            n_boot resamples, seed); else None;
+        paired_scores: when same_sae, one row per headline score either run has (run_summary.
+            feature_headlines: correlation, its lifts over the baseline and the other feature's explanation,
+            simulation AUROC and its lifts, detection balanced accuracy and AUROC and their lifts over the
+            baseline), paired over the features both runs have it for: {score, n, n_undefined_as_zero
+            (correlation-type values counted as 0, as in every run mean, over both runs), n_left_out (pairs
+            with an undefined value of another score), only_a, only_b (features one run only has), mean_a,
+            mean_b, mean_diff, lo, hi, same_settings} with mean_diff = mean(B - A) and (lo, hi) its 95% paired
+            bootstrap interval (scoring.bootstrap_paired_diff, n_boot resamples, seed); else [];
+        paired: the correlation row of paired_scores (None when not same_sae);
         unpaired: when not same_sae, {mean_a, mean_b, diff = mean_b - mean_a}; else None;
         same_settings, settings_differences: whether the settings behind the two runs' scores match, and
             [{setting, a, b}] where they do not (settings_hash.score_settings; a run stored before settings
@@ -196,8 +227,11 @@ def compare_runs(
         with RunStore.open(run_dir, create=False) as store:
             run_id = _resolve_run(store, run_id)
             summary = run_summary(store, run_id)
-            sides.append((summary, store.feature_scores(run_id, "correlation"), _run_settings(store, run_id)))
-    (sum_a, corr_a, settings_a), (sum_b, corr_b, settings_b) = sides
+            headlines = feature_headlines(
+                store.score_rows(run_id, tuple(HEADLINE_SCORES)), store.detection_rows(run_id, DETECTION_HEADLINES)
+            )
+            sides.append((summary, headlines, _run_settings(store, run_id)))
+    (sum_a, heads_a, settings_a), (sum_b, heads_b, settings_b) = sides
     runs = [{"dir": str(d), **_summary_row(s)} for d, s in ((a, sum_a), (b, sum_b))]
     same_sae = bool(sum_a["sae_fingerprint"]) and sum_a["sae_fingerprint"] == sum_b["sae_fingerprint"]
     hashes = [sum_a["settings_hash"], sum_b["settings_hash"]]
@@ -206,28 +240,26 @@ def compare_runs(
         "runs": runs,
         "same_sae": same_sae,
         "paired": None,
+        "paired_scores": [],
         "unpaired": None,
         "same_settings": not differences,
         "settings_differences": differences,
     }
     if same_sae:
-        shared = sorted(corr_a.keys() & corr_b.keys())
-        values_a = [corr_a[f] or 0.0 for f in shared]
-        values_b = [corr_b[f] or 0.0 for f in shared]
-        diff = bootstrap_paired_diff(values_b, values_a, n_boot=n_boot, seed=seed)
-        result["paired"] = {
-            "score": "correlation",
-            "n": len(shared),
-            "n_undefined_as_zero": sum(corr_a[f] is None for f in shared) + sum(corr_b[f] is None for f in shared),
-            "only_a": len(corr_a.keys() - corr_b.keys()),
-            "only_b": len(corr_b.keys() - corr_a.keys()),
-            "mean_diff": diff.mean_diff,
-            "lo": diff.lo,
-            "hi": diff.hi,
-        }
+        rows = [
+            _paired_row(score, heads_a[score], heads_b[score], n_boot, seed) | {"same_settings": not differences}
+            for score in heads_a
+            if any(v is not None for side in (heads_a, heads_b) for v in side[score].values.values())
+        ]
+        result["paired_scores"] = rows
+        correlation = next(row for row in rows if row["score"] == "correlation") if rows else None
+        result["paired"] = correlation
+        n = correlation["n"] if correlation else 0
         result["note"] = (
-            f"Same SAE: correlation B - A paired over the {len(shared)} features both runs scored (undefined "
-            f"counted as 0), with a 95% bootstrap interval ({n_boot} resamples). {settings_note}"
+            f"Same SAE: every headline score B - A paired over the features both runs have it for (correlation: "
+            f"paired over the {n} features both runs scored; undefined correlation-type values counted as 0, "
+            "other undefined values left out), with a 95% "
+            f"bootstrap interval ({n_boot} resamples). {settings_note}"
         )
     else:
         mean_a, mean_b = sum_a["correlation_mean"], sum_b["correlation_mean"]

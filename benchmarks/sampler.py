@@ -33,6 +33,7 @@ building of examples that it needs before it has what `sample_features` returns.
 
     python benchmarks/sampler.py [--device cuda|cpu] [--tokens N] [--configs builtin,gpt2,1b]
                                  [--skip-delphi] [--threads N] [--out results.json]
+    python benchmarks/sampler.py --scaling   # ranks, merge, bytes per feature, 65,536 features (CPU)
 
 Needs psutil, and for delphi `pip install --no-deps eai-delphi==0.1.3` plus jaxtyping. Results: docs/benchmarks.md.
 """
@@ -67,7 +68,8 @@ import torch  # noqa: E402
 from autointerp.config import SamplerConfig  # noqa: E402
 from autointerp.hooks import hook_stop_layer  # noqa: E402
 from autointerp.sae import SAEConfig, SparseAutoencoder  # noqa: E402
-from autointerp.sampler import hook_activations, sample_features  # noqa: E402
+from autointerp.sampler import TensorContexts, hook_activations, run_pass  # noqa: E402
+from autointerp.sampler_results import finish_records  # noqa: E402
 
 CONFIGS = ("builtin", "gpt2", "1b")
 
@@ -335,27 +337,20 @@ def time_forward(setup: Setup, device: str) -> dict:
 def time_ours(setup: Setup, features: list[int], device: str, tokens_NL: torch.Tensor | None = None) -> dict:
     tokens_NL = setup.tokens_NL if tokens_NL is None else tokens_NL
     cfg = SamplerConfig(n_tokens=tokens_NL.numel(), context_size=tokens_NL.shape[1], batch_size=setup.batch_size)
+    contexts = TensorContexts(tokens_NL)
     last_batch_done = [0.0, 0.0]  # wall, process CPU
-
-    def progress(n: int, seconds: float) -> None:
-        sync(device)  # the sampler syncs every batch anyway; this only pins the end of streaming
-        last_batch_done[:] = time.perf_counter(), time.process_time()
 
     device_memory_start(device)
     with RSSWatch() as rss:
         sync(device)
         started, cpu_started = time.perf_counter(), time.process_time()
-        samples = sample_features(
-            setup.model,
-            setup.sae,
-            tokens_NL,
-            features,
-            cfg,
-            setup.special_ids,
-            1,
-            progress=progress,
-            decode=setup.decode,
-        )
+        # Streaming is timed up to the device finishing the last batch (one sync at the end: the
+        # sampling loop itself never waits for the device), then finish builds the records.
+        state = run_pass(setup.model, setup.sae, contexts, features, cfg, setup.special_ids, 1)
+        sync(device)
+        last_batch_done[:] = time.perf_counter(), time.process_time()
+        samples = finish_records(state, cfg, cfg.window_size, contexts.tokens_of, setup.decode)
+        del state
         sync(device)
         ended, cpu_ended = time.perf_counter(), time.process_time()
     n_windows = sum(len(s.windows) for s in samples)
@@ -640,7 +635,23 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead: 1 vs 2 gloo ranks on CPU, merge cost, bytes per feature, 65,536-feature peak memory "
+        "(benchmarks/sampler_scaling.py)",
+    )
+    parser.add_argument("--wide-tokens", type=int, default=4096, help="tokens for the 65,536-feature run (--scaling)")
     args = parser.parse_args()
+    if args.scaling:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import sampler_scaling
+
+        report = sampler_scaling.main(args.tokens or 16_384, args.n_chosen, args.wide_tokens)
+        print(sampler_scaling.markdown(report))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+        return
     device = args.device
     full_depth = args.full_depth or device == "cuda"
     names = [c.strip() for c in args.configs.split(",") if c.strip()]

@@ -31,8 +31,13 @@ minimum (usage
 
 vLLM's `prompt_logprobs` (an int k in the chat request) is answered with a top-level `prompt_logprobs`:
 None for the first prompt token, then {token id: {"logprob", "rank", "decoded_token"}} per pseudo-token
-of the flattened prompt (the token itself at rank 1, then k-1 made-up alternatives), and
-`prompt_token_ids` when the request says `return_token_ids`.
+of the flattened prompt (split as byte-level BPE pre-tokenisers split text: a word with at most one
+leading space, a run of symbols, whitespace apart; so a tab stays its own token). The alternatives are the
+token itself at rank 1 and k-1 made-up ones, or, when the responder's answer dict has
+`"prompt_alternatives": f`, `f(tokens, i)` -> {decoded token: logprob} at position i (None: the default),
+listed likeliest first, plus the prompt's own token when it is not among them (as vLLM does).
+`prompt_token_ids` come back when the request says `return_token_ids`. A server made with
+`prompt_logprobs=False` ignores the field, as SGLang's chat API does.
 
 Batch endpoints (Anthropic Message Batches, OpenAI Files + Batch) with their own faults: tests/loopback_batch.py.
 
@@ -80,6 +85,12 @@ def split_tokens(text: str) -> list[str]:
     return re.findall(r"\s*\w+|\s*[^\w\s]|\s+", text)
 
 
+def pretokens(text: str) -> list[str]:
+    """Split a prompt the way byte-level BPE pre-tokenisers do (GPT-2's rule): a word or number with at most
+    one leading space, a run of symbols with at most one leading space, whitespace runs apart."""
+    return re.findall(r" ?[^\W\d_]+| ?\d+| ?[^\s\w]+|_+|\s+(?!\S)|\s+", text)
+
+
 @dataclass
 class LoopbackServer(BatchEndpoints):
     responder: Responder | None = None
@@ -91,6 +102,7 @@ class LoopbackServer(BatchEndpoints):
     cache_minimums: dict[str, int] = field(default_factory=dict)  # model-name prefix -> min cacheable tokens
     default_cache_minimum: int = 0
     openai_cache_step: int = 128  # OpenAI counts cached tokens in steps of 128 past the minimum
+    prompt_logprobs: bool = True  # answer vLLM's prompt_logprobs (False: ignore the field, like SGLang)
     batch_faults: deque[str] = field(default_factory=deque)  # one per batch created (tests/loopback_batch.py)
 
     def __post_init__(self) -> None:
@@ -232,20 +244,30 @@ class LoopbackServer(BatchEndpoints):
     def _prompt_logprobs(self, body: dict, answer: dict) -> tuple[list, list[int]]:
         """vLLM-shaped prompt logprobs over the flattened prompt's pseudo-tokens (see the module docstring)."""
         k = int(body["prompt_logprobs"])
-        text = "".join(m["role"] + ":" + _content_text(m.get("content")) + "\n" for m in body.get("messages", []))
-        tokens = split_tokens(text)
+        messages = body.get("messages", [])
+        text = "".join(m["role"] + ":" + _content_text(m.get("content")) + "\n" for m in messages)
+        if messages and body.get("continue_final_message"):
+            text = text.removesuffix("\n")  # the prompt ends where the prefilled answer ends
+        tokens = pretokens(text)
         ids = [self._token_id(t) for t in tokens]
         scripted = answer.get("prompt_logprobs")
+        alternatives = answer.get("prompt_alternatives")
         out: list = [None]
         for i, token in enumerate(tokens[1:], start=1):
             if scripted is not None:
                 entry = scripted[i] if i < len(scripted) else None
                 out.append(entry)
                 continue
-            alts = {str(ids[i]): {"logprob": -0.01, "rank": 1, "decoded_token": token}}
-            for r in range(2, k + 1):
-                alt = f"<alt{r}>"
-                alts[str(self._token_id(alt))] = {"logprob": -4.0 - r, "rank": r, "decoded_token": alt}
+            chosen = alternatives(tokens, i) if alternatives is not None else None
+            if chosen is None:
+                chosen = {token: -0.01, **{f"<alt{r}>": -4.0 - r for r in range(2, k + 1)}}
+            ranked = sorted(chosen.items(), key=lambda kv: -kv[1])[:k]
+            alts = {
+                str(self._token_id(t)): {"logprob": lp, "rank": r, "decoded_token": t}
+                for r, (t, lp) in enumerate(ranked, start=1)
+            }
+            if str(ids[i]) not in alts:  # vLLM adds the prompt's own token, ranked below the others
+                alts[str(ids[i])] = {"logprob": -20.0, "rank": k + 1, "decoded_token": token}
             out.append(alts)
         return out, ids
 
@@ -301,7 +323,8 @@ class LoopbackServer(BatchEndpoints):
                         "bytes": list(entry["token"].encode()),
                         "top_logprobs": [
                             {"token": t, "logprob": lp, "bytes": list(t.encode())}
-                            for t, lp in list(entry.get("top", {}).items())[:n_top]
+                            # likeliest first, as the API sends them
+                            for t, lp in sorted(entry.get("top", {}).items(), key=lambda kv: -kv[1])[:n_top]
                         ],
                     }
                     for entry in scripted
@@ -309,7 +332,7 @@ class LoopbackServer(BatchEndpoints):
                 "refusal": None,
             }
         extra: dict[str, Any] = {}
-        if body.get("prompt_logprobs"):
+        if body.get("prompt_logprobs") and self.prompt_logprobs:
             extra["prompt_logprobs"], ids = self._prompt_logprobs(body, answer)
             if body.get("return_token_ids"):
                 extra["prompt_token_ids"] = ids
@@ -503,6 +526,7 @@ def start_loopback(
     cache_minimums: dict[str, int] | None = None,
     default_cache_minimum: int = 0,
     batch_faults: list[str] | None = None,
+    prompt_logprobs: bool = True,
 ) -> LoopbackServer:
     """Start a loopback LLM server on a free port of 127.0.0.1; call `.stop()` when done."""
     server = LoopbackServer(
@@ -515,5 +539,6 @@ def start_loopback(
         cache_minimums=dict(cache_minimums or {}),
         default_cache_minimum=default_cache_minimum,
         batch_faults=deque(batch_faults or []),
+        prompt_logprobs=prompt_logprobs,
     )
     return server.start()

@@ -97,3 +97,53 @@ def test_bad_corpus_input_names_the_file_and_what_was_expected(tmp_path, setup, 
     setup(tmp_path)
     with pytest.raises(InputError, match=message):
         tokenise_corpus(spec(tmp_path), CharTokenizer(), context_size=8)
+
+
+def test_streamed_contexts_match_the_in_memory_corpus_for_every_rank(tmp_path):
+    import numpy as np
+    import torch
+
+    from autointerp.corpus import StreamedContexts
+    from autointerp.pipeline import corpus_fingerprint
+
+    lines = [json.dumps({"text": f"document {i} " + "word " * (i % 37)}) for i in range(300)]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines))
+    spec = CorpusSpec(source=str(tmp_path / "c.jsonl"))
+    tokens = tokenise_corpus(spec, CharTokenizer(), 40, max_tokens=30_000)
+    stream = StreamedContexts(spec, CharTokenizer(), 40, max_tokens=30_000)
+    assert len(tokens) == 30_000 // 40 or len(tokens) < 30_000 // 40
+    for world in (1, 3):  # 3 does not divide the number of contexts: ranks differ by at most one
+        shares = [list(stream.batches(16, rank, world)) for rank in range(world)]
+        ids = torch.cat([i for share in shares for i, _ in share])
+        rows = torch.cat([t for share in shares for _, t in share])
+        assert sorted(ids.tolist()) == list(range(len(tokens)))
+        assert torch.equal(rows, tokens[ids])
+        sizes = [sum(len(i) for i, _ in share) for share in shares]
+        assert max(sizes) - min(sizes) <= 1
+    pick = np.array([17, 3, len(tokens) - 1])
+    assert np.array_equal(stream.tokens_of(pick), tokens[torch.from_numpy(pick)].numpy())
+    assert stream.fingerprint() == (corpus_fingerprint(tokens), tokens.numel())
+
+
+def test_streamed_contexts_do_not_hold_the_corpus(tmp_path):
+    """Streaming 400k tokens keeps a few documents and one batch in memory, not the 3.2 MB of tokens."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from autointerp.corpus import StreamedContexts
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(100):
+        (folder / f"{i:03d}.txt").write_text(f"text number {i} " * 300)
+    class LeanCharTokenizer(CharTokenizer):  # the stand-in makes a class per call, which only GC frees
+        def __call__(self, text, add_special_tokens=False):
+            return SimpleNamespace(input_ids=[3 + ord(c) % 250 for c in text])
+
+    stream = StreamedContexts(CorpusSpec(source=str(folder)), LeanCharTokenizer(), 128)
+    tracemalloc.start()
+    n = sum(t.numel() for _, t in stream.batches(8))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n > 400_000
+    assert peak < n * 8 / 10

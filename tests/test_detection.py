@@ -20,7 +20,6 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, 
 from autointerp.baseline import baseline_explanation
 from autointerp.config import RunConfig
 from autointerp.errors import InputError
-from autointerp.scorers.simulation import score_simulation
 from autointerp.llm import LLMRequest, LLMResponse, TokenLogprob, make_backend
 from autointerp.llm.base import BackendOptions, LLMBackend
 from autointerp.records import FeatureSample, Usage, Window
@@ -37,17 +36,20 @@ from autointerp.scorers.detection import (
     DetectionScorer,
     detection_order,
     prompt_batches,
+    token_match_probability,
 )
 from autointerp.scorers.detection_prompt import (
     answer_slot_prefixes,
     answer_text,
     build_detection_request,
+    detect_fewshot,
     detect_shared_prefix,
     excerpt_text,
     parse_answer_logprobs,
     parse_answers,
     yes_probability,
 )
+from autointerp.scorers.simulation import score_simulation
 from autointerp.scoring import detection_scores
 from autointerp.simulate import simulate_feature
 
@@ -368,9 +370,10 @@ def test_malformed_answers_are_asked_again_then_fail() -> None:
         server.stop()
     calls = info.value.calls
     assert len(calls) == DETECTION_ATTEMPTS == len(bodies) and not any(c.ok for c in calls)
-    assert [len(b["messages"]) for b in bodies] == [3, 5, 7]  # each re-ask shows the answer and the error
-    assert bodies[1]["messages"][3] == {"role": "assistant", "content": "Matches: 1, 3"}
-    assert "is not 'N: yes'" in bodies[1]["messages"][4]["content"]
+    first = 2 * len(detect_fewshot()) + 1  # worked examples, then the feature's turn
+    assert [len(b["messages"]) for b in bodies] == [first, first + 2, first + 4]  # each re-ask: answer + error
+    assert bodies[1]["messages"][first] == {"role": "assistant", "content": "Matches: 1, 3"}
+    assert "is not 'N: yes'" in bodies[1]["messages"][first + 1]["content"]
 
 
 def test_a_bad_answer_then_a_good_one_succeeds() -> None:
@@ -440,6 +443,60 @@ def test_forced_mode_reads_p_yes_at_every_slot() -> None:
     assert request == build_detection_request("the word dog", [windows[i].tokens for i in order[:6]], logprobs=False)
     assert result.mode == "forced" and result.p_yes == pytest.approx([0.7 if lab else 0.2 for lab in result.labels])
     assert result.said_yes == result.labels and result.usage.input_tokens == 100
+
+
+# ------------------------------------------------------------------------------------------- per-token mode
+class FakeTokenJudge(LLMBackend):
+    """In-process stand-in for a backend with `judge_tokens` and no `score_yes_no` (the contract the local
+    model implements, autointerp.llm.local_judge): P(match) 0.9 for ' dog', 0.01 for anything else, as the
+    levels {'0': log(1 - p), '10': log p}."""
+
+    def __init__(self) -> None:
+        super().__init__("fake-token-judge", "fake", BackendOptions())
+        self.seen: list[tuple[str, list[list[str]]]] = []
+
+    async def _call(self, request: LLMRequest) -> LLMResponse:
+        raise AssertionError("per-token detection must use judge_tokens")
+
+    async def judge_tokens(self, explanation: str, token_lists: Sequence[Sequence[str]]) -> LLMResponse:
+        self.seen.append((explanation, [list(t) for t in token_lists]))
+        p = [0.9 if token == " dog" else 0.01 for tokens in token_lists for token in tokens]
+        tops = [{"0": math.log(1 - q), "10": math.log(q)} for q in p]
+        return LLMResponse(
+            text="",
+            logprobs=[TokenLogprob(token="0", logprob=0.0, top=t) for t in tops],
+            usage=Usage(input_tokens=9),
+            model="fake",
+        )
+
+
+def test_token_mode_reads_a_windows_p_yes_as_its_highest_token_match() -> None:
+    backend = FakeTokenJudge()
+    sample = dog_sample()
+    result = detect(backend, sample, "the word dog")
+    windows = sample.split("score")
+    assert result.mode == "tokens" and len(backend.seen) == 1  # one call for every window
+    assert backend.seen[0] == ("the word dog", [w.tokens for w in windows])
+    assert result.p_yes == pytest.approx([0.9 if " dog" in w.tokens else 0.01 for w in windows])
+    assert result.said_yes == result.labels
+    assert (result.metrics.balanced_accuracy, result.metrics.auroc) == (1.0, 1.0)
+    assert result.calls[0].stage == "detect" and result.usage.input_tokens == 9
+
+
+def test_token_match_probability_normalises_the_levels() -> None:
+    assert token_match_probability({"0": math.log(0.3), "10": math.log(0.1)}) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="level '0'"):
+        token_match_probability({"10": 0.0})
+
+
+@pytest.mark.slow
+def test_local_backend_detects_offline_with_the_right_explanation_above_the_wrong_one() -> None:
+    backend = make_backend("local")
+    sample = dog_sample()
+    right = detect(backend, sample, 'the word "dog"')
+    wrong = detect(backend, sample, 'the word "stocks"')
+    assert right.mode == "tokens" and right.metrics.auroc is not None and wrong.metrics.auroc is not None
+    assert right.metrics.auroc >= 0.9 and right.metrics.auroc > wrong.metrics.auroc + 0.3
 
 
 # ------------------------------------------------------------------------------------------- the interface

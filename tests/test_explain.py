@@ -86,9 +86,12 @@ def test_render_fills_every_placeholder_and_nothing_else() -> None:
         render("a {{x}} {{y}}", x="1")
 
 
-def test_fewshot_data_has_three_examples_with_levels_in_range() -> None:
+def test_fewshot_data_has_eight_kinds_of_feature_with_levels_in_range() -> None:
     examples = explain_fewshot()
-    assert len(examples) == 3
+    kinds = {example.kind for example in examples}
+    # Variety of feature kinds in the worked examples matters for explanation quality (issue 12).
+    assert {"single token", "multi-token phrase", "topic", "syntax", "code", "long-range dependency"} <= kinds
+    assert {"weak, diffuse", "formatting"} <= kinds and len(examples) >= 8
     for example in examples:
         assert example.explanation and all(0 <= v <= 10 for e in example.excerpts for v in e.levels)
         assert any(v == 10 for e in example.excerpts for v in e.levels)
@@ -106,7 +109,8 @@ def test_system_and_prefix_are_byte_identical_across_features() -> None:
     b = build_explain_request([make_window(["x", " y"], [1.0, 0.0], feature=99)], 1.0, "ceil")
     assert (a.system, a.prefix) == (b.system, b.prefix) == explain_shared_prefix()
     assert a.messages != b.messages
-    assert len(a.prefix) == 6 and [m.role for m in a.prefix] == ["user", "assistant"] * 3
+    n = len(explain_fewshot())
+    assert len(a.prefix) == 2 * n and [m.role for m in a.prefix] == ["user", "assistant"] * n
 
 
 def test_prompt_hash_covers_the_request_and_the_rule() -> None:

@@ -38,6 +38,11 @@ def test_every_format_from_a_real_run(demo_run: Path, tmp_path: Path, capsys: py
         assert (body["modelId"], body["source"]) == ("smollm2-135m", "8-demo")
         # A baseline run has no explanation to upload: its text is the control.
         assert all(feature["explanations"] == [] for feature in body["features"])
+        # The logits the run stored at sampling (W_dec @ W_U, 10 a side), highest / lowest first.
+        for feature in body["features"]:
+            top, bottom = [x["value"] for x in feature["topLogits"]], [x["value"] for x in feature["bottomLogits"]]
+            assert len(top) == len(bottom) == 10 and top == sorted(top, reverse=True) and bottom == sorted(bottom)
+            assert top[-1] > bottom[-1]
     assert {f["explanationBackend"] for f in side["features"].values()} == {"baseline"}
     assert all(f["scores"] is not None for f in side["features"].values())
 
@@ -50,6 +55,8 @@ def test_every_format_from_a_real_run(demo_run: Path, tmp_path: Path, capsys: py
     batch = NeuronpediaDashboardBatch(**data)
     assert batch.to_dict() == data and (batch.layer, batch.sae_set) == (8, "res-demo")
     assert {f["n_tokens_in_prompt"] for f in data["features"]} == {128}  # the demo SAE's context_size
+    logits = {f["feature_index"]: (f["pos_str"], f["neg_values"]) for f in data["features"]}
+    assert all(len(pos) == len(neg) == 10 and neg == sorted(neg) for pos, neg in logits.values())
 
     (path,) = export(demo_run, "saebench", tmp_path / "bench", "--saebench-release", "smollm2-demo")
     assert path.name == "smollm2-demo_custom_sae_eval_results.json"
@@ -62,6 +69,8 @@ def test_every_format_from_a_real_run(demo_run: Path, tmp_path: Path, capsys: py
     (path,) = export(demo_run, "jsonl", tmp_path / "jsonl")
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 3 and all(r["scores"] is not None and r["controls"] for r in records)
+    for record in records:  # the same tokens in every format
+        assert [t["token"] for t in record["top_logits"]] == logits[record["feature"]][0]
     capsys.readouterr()
 
 

@@ -136,10 +136,7 @@ def test_default_scorers_follow_the_simulator():
     assert default_scorers("anthropic:claude-x") == ["simulation", "detection"]
     assert default_scorers("openai:gpt-x@http://localhost:1/v1") == ["simulation", "detection"]
     assert default_scorers("baseline") == ["simulation", "detection"]
-    from autointerp.llm.local_backend import LocalBackend
-
-    local = ["simulation", "detection"] if hasattr(LocalBackend, "score_yes_no") else ["simulation"]
-    assert default_scorers("local") == local
+    assert default_scorers("local") == ["simulation", "detection"]  # detection mode "tokens" (judge_tokens)
     settled = settle_scorers(RunConfig(sae="demo", llm=LLMConfig(explainer="baseline")))
     assert settled.scoring.scorers == ["simulation", "detection"]
     chosen = RunConfig(sae="demo", llm=LLMConfig(explainer="baseline"), scoring=ScoringConfig(scorers=["detection"]))
@@ -216,7 +213,9 @@ def failing(stage_failure, stage):
 def test_a_scorer_failing_on_the_llm_explanation_keeps_the_other_scorers_results(tmp_path, monkeypatch):
     monkeypatch.setattr(DetectionScorer, "score", failing(DetectionFailure, "detect"))
     store, summary = baseline_run(tmp_path)
-    assert summary["scored"] == 3 and summary["failed"] == 0 and summary["correlation_n"] == 3
+    # detection failed on every feature: none counts as fully scored, each as partly scored
+    assert summary["scored"] == 0 and summary["partly_scored"] == 3 and summary["failed"] == 0
+    assert summary["partly_scored_missing"] == {f: ["detection"] for f in (1, 2, 3)} and summary["correlation_n"] == 3
     assert store.detection_rows(RUN, ["recall"]) == {}
     reports = {r.feature: r for r in store.load_reports(RUN)}
     assert all(r.errors == [f"detect: detect: feature {f}: boom"] for f, r in reports.items())

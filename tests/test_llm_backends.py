@@ -498,6 +498,7 @@ def test_local_server_needs_no_key(loopback: LoopbackServer) -> None:
             "claude-x@20250101",
             "https://proxy.example/",
         ),
+        ("vllm:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1", "vllm", "Qwen/Qwen3-8B", "http://127.0.0.1:8000/v1"),
         ("local", "local", None, None),
         ("local:SmolLM2-135M-Instruct", "local", "SmolLM2-135M-Instruct", None),
         ("baseline", "baseline", None, None),
@@ -524,6 +525,8 @@ def test_parse_good_specs(spec: str, kind: str, model: str | None, url: str | No
         "local@http://127.0.0.1:1/v1",
         "baseline:foo",
         "openai:gpt 4o",
+        "vllm:Qwen/Qwen3-8B",  # a vLLM server is always somewhere: its URL is required
+        "vllm@http://127.0.0.1:8000/v1",
     ],
 )
 def test_parse_bad_specs(spec: str) -> None:
@@ -535,7 +538,7 @@ def test_parse_bad_specs(spec: str) -> None:
 def test_every_spec_kind_is_registered() -> None:
     from autointerp.llm.spec import BACKENDS
 
-    assert set(BACKENDS) == {"anthropic", "openai", "local", "baseline"}
+    assert set(BACKENDS) == {"anthropic", "openai", "vllm", "local", "baseline"}
     assert make_backend("baseline").name == "baseline"
 
 

@@ -11,15 +11,19 @@ import tomllib
 from importlib import resources
 
 import pytest
+from helpers_windows import make_window
 from loopback_llm import LoopbackServer, fake_tokens, start_loopback
 
 from autointerp.errors import InputError
+from autointerp.explain import build_explain_request, explain_shared_prefix
 from autointerp.llm import LLMRequest, Message, find_price, load_table, make_backend, model_info
 from autointerp.llm.caching import approx_tokens, shared_prefix_tokens
 from autointerp.llm.models import parse_table, staleness
 from autointerp.llm.pricing import Price
 from autointerp.llm.spec import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL
 from autointerp.records import Usage
+from autointerp.scorers.detection_prompt import detect_shared_prefix
+from autointerp.simulate import simulate_shared_prefix
 
 KEY = "sk-loopback-not-a-real-key-0123"
 
@@ -181,6 +185,76 @@ def test_cached_tokens_count_on_the_second_request_only_above_the_minimum(
     assert [r.usage.cached_input_tokens + r.usage.cache_write_tokens for r in short] == [0, 0]
     assert "BELOW" in caplog.text and f"{minimum:,}-token minimum" in caplog.text
     assert caplog.text.count("BELOW") == 1  # once per prefix, not once per request
+
+
+def stage_prefixes(simulation_mode: str) -> dict[str, LLMRequest]:
+    """Each LLM stage's real shared prefix (system prompt + few-shot turns), as a request."""
+    feature_turn = (Message(role="user", content="x"),)
+    stages = {
+        "explain": explain_shared_prefix(),
+        "simulate": simulate_shared_prefix(simulation_mode),
+        "detect": detect_shared_prefix(),
+    }
+    return {name: LLMRequest(system=s, prefix=p, messages=feature_turn) for name, (s, p) in stages.items()}
+
+
+# The default models, and gpt-4o-mini's successor (no logprobs: the sampled simulation) at OpenAI's 1,024.
+@pytest.mark.parametrize("model", [DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL, "gpt-6-luna"])
+def test_real_prompt_prefixes_clear_the_models_minimum(model: str) -> None:
+    info = model_info(model)
+    assert info is not None and info.min_cache_tokens >= 512
+    mode = "logprob" if info.logprobs else "sampled"
+    sizes = {stage: shared_prefix_tokens(r) for stage, r in stage_prefixes(mode).items()}
+    # by the same conservative estimate the run warns with (4 characters a token; real tokenizers count more)
+    assert all(size >= info.min_cache_tokens for size in sizes.values()), (model, info.min_cache_tokens, sizes)
+    # and by the loopback server's counter (no per-message overhead), which enforces the minimum in tests
+    served = {
+        stage: fake_tokens(r.system) + sum(fake_tokens(f"{m.role}:{m.content}") for m in r.prefix)
+        for stage, r in stage_prefixes(mode).items()
+    }
+    assert all(size >= info.min_cache_tokens for size in served.values()), (model, served)
+
+
+@pytest.mark.parametrize(("kind", "model"), [("anthropic", DEFAULT_ANTHROPIC_MODEL), ("openai", DEFAULT_OPENAI_MODEL)])
+def test_real_explain_prompts_are_cached_from_the_second_feature(
+    kind: str, model: str, strict_server: LoopbackServer
+) -> None:
+    llm = backend(kind, model, strict_server)
+    notes: list[str] = []
+    llm.report_to(notes.append)
+    requests = [
+        build_explain_request([make_window(["a", f" word{f}", "."], [0.0, 2.0, 0.0], feature=f)], 2.0, "floor")
+        for f in (1, 2, 3)
+    ]
+
+    async def in_order():
+        return [await llm.complete(r) for r in requests]
+
+    first, second, third = asyncio.run(in_order())
+    minimum = model_info(model).min_cache_tokens
+    assert first.usage.cached_input_tokens == 0
+    assert second.usage.cached_input_tokens >= minimum and third.usage.cached_input_tokens >= minimum
+    assert second.usage.cached_input_tokens >= shared_prefix_tokens(requests[1]) - 128 - 40  # OpenAI's steps
+    assert llm.cost(second.usage) < llm.cost(first.usage)  # cache reads: 0.1x input (0.5x on gpt-4o-mini)
+    assert notes == []  # nothing to warn about
+
+
+def test_prefix_below_the_minimum_is_a_note_through_the_reporter(strict_server: LoopbackServer) -> None:
+    llm = backend("anthropic", "claude-haiku-4-5", strict_server)  # 4,096-token minimum
+    notes: list[str] = []
+    llm.report_to(notes.append)
+    request = build_explain_request([make_window(["a", " b"], [1.0, 0.0])], 1.0, "floor")
+    responses = asyncio.run(llm.complete_all([request, request]))
+    assert [r.usage.cached_input_tokens + r.usage.cache_write_tokens for r in responses] == [0, 0]
+    assert len(notes) == 1 and "BELOW the 4,096-token minimum that claude-haiku-4-5 caches" in notes[0]
+
+
+def test_openai_model_without_logprobs_says_it_falls_back_to_sampled(strict_server: LoopbackServer) -> None:
+    llm = backend("openai", "gpt-6-luna", strict_server)
+    notes: list[str] = []
+    llm.report_to(notes.append)
+    assert not llm.supports_logprobs and len(notes) == 1 and "sampled mode" in notes[0]
+    assert llm.request_body(stage_prefixes("sampled")["simulate"])["reasoning_effort"] == "none"
 
 
 def test_prefix_estimate_is_conservative_against_the_server_counter() -> None:

@@ -118,7 +118,8 @@ def test_faults_are_recorded_per_feature_and_retry_failed_completes_them(sampled
         server.reset(faults=["400"] * 5 + ["ok", "503", "ok", "500", "429:retry-after=0"] * 4)
         proc = cli("run", *argv, "--explainer", spec, "--max-in-flight", "4", env=env)
         out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
+        assert proc.returncode == 1, err  # some features failed (README, "Exit status")
+        assert "5 feature(s) failed" in out and "--retry-failed" in out
         failed = rows(tmp_path / "faults", "SELECT feature, stage, message FROM errors WHERE resolved = 0")
         assert len(failed) == 5 and all("400" in message for *_, message in failed)
         scored = rows(tmp_path / "faults", "SELECT count(DISTINCT feature) FROM scores")[0][0]

@@ -7,19 +7,19 @@ import pytest
 import torch
 
 from autointerp.config import SamplerConfig
-from autointerp.sampler import (
+from autointerp.sampler import iter_batches, sample_features
+from autointerp.sampler_results import SPLITS
+from autointerp.sampler_state import (
     SALT_KEY,
     SALT_RANDOM,
     SALT_RANDOM_START,
     SALT_SPLIT,
     SALT_START,
-    SPLITS,
-    SamplerState,
     draw,
-    iter_batches,
-    sample_features,
+    split_of,
     stream,
 )
+from autointerp.sampler_stream import Sampler
 
 
 def synthetic(n_contexts=60, L=24, F=6, seed=0, density=0.08):
@@ -35,11 +35,16 @@ def synthetic(n_contexts=60, L=24, F=6, seed=0, density=0.08):
 
 def run_state(tokens, acts, cfg, batch_size=8):
     F = acts.shape[-1]
-    state = SamplerState(list(range(F)), len(tokens), tokens.shape[1], cfg, first_position=1)
+    state = Sampler(list(range(F)), tokens.shape[1], cfg, first_position=1)
     for ids, toks in iter_batches(tokens, batch_size):
         valid = toks != 1
         state.update(acts[ids], toks, ids, valid)
     return state
+
+
+def window_close(true):
+    """Top and interval windows keep float16 ratios to their float32 peak: within 2^-12 of the peak."""
+    return pytest.approx(true, rel=1e-6, abs=max(abs(x) for x in true) * 2**-11)
 
 
 def decode(ids):
@@ -105,7 +110,7 @@ def test_statistics_and_top_k_match_brute_force():
     samples = state.finish(tokens, decode)
     body = acts[:, 1:]  # BOS excluded
     split = ref_split(len(tokens), CFG)
-    assert state.split_of_context.tolist() == split.tolist()
+    assert split_of(torch.arange(len(tokens)), CFG).tolist() == split.tolist()
     for f, sample in enumerate(samples):
         a = body[..., f]
         st = sample.stats
@@ -125,7 +130,7 @@ def test_statistics_and_top_k_match_brute_force():
             assert [w.context_id for w in got] == ids
             for w in got:
                 assert max(w.activations) == pytest.approx(float(peaks[w.context_id]))
-                assert w.activations == pytest.approx(acts[w.context_id, w.start : w.start + 8, f].tolist())
+                assert w.activations == window_close(acts[w.context_id, w.start : w.start + 8, f].tolist())
                 assert w.start >= 1  # windows never include BOS
 
 
@@ -140,7 +145,7 @@ def test_windows_record_true_activations_and_splits_never_share_a_context():
             assert w.token_ids == tokens[w.context_id, w.start : w.start + 8].tolist()
             assert w.tokens == decode(w.token_ids)
             true = acts[w.context_id, w.start : w.start + 8, f].tolist()
-            assert w.activations == pytest.approx(true)
+            assert w.activations == window_close(true)
             if w.group == "nonactivating":
                 assert float(acts[w.context_id, 1:, f].max()) == 0
         groups = [w.group for w in sample.windows if w.split == "score"]
@@ -268,7 +273,8 @@ def test_a_features_windows_do_not_depend_on_the_other_features(tiny_model, arch
             continue
         assert _without_floats(other) == _without_floats(alone)
         for w_other, w_alone in zip(other["windows"], alone["windows"]):
-            assert w_other["activations"] == pytest.approx(w_alone["activations"], rel=1e-5, abs=1e-6)
+            peak = max(w_alone["activations"])  # float16 ratios to the peak may round one step apart
+            assert w_other["activations"] == pytest.approx(w_alone["activations"], rel=1e-5, abs=peak * 2**-10)
         assert other["stats"]["mean_active"] == pytest.approx(alone["stats"]["mean_active"], rel=1e-5)
 
 
@@ -359,13 +365,9 @@ def test_state_does_not_grow_with_the_corpus():
     big_tokens, big_acts = synthetic(n_contexts=80)
     big = run_state(big_tokens, big_acts, CFG)
 
-    def nbytes(state):
-        total = sum(t.numel() * t.element_size() for s in state.splits for t in vars(s).values())
-        return total + sum(t.numel() * t.element_size() for t in (state.hist_FG, state.max_F, state.bound_F))
-
-    assert nbytes(big) == nbytes(small)
-    # Only the up-front split table, one byte per context, scales with the corpus.
-    assert big.split_of_context.element_size() == 1
+    # Nothing scales with the corpus: not even a split table (splits are hashed per batch).
+    assert big.state.nbytes() == small.state.nbytes()
+    assert big.n_tokens == 2 * small.n_tokens
 
 
 def test_many_doublings_in_one_batch_match_brute_force():
@@ -393,4 +395,4 @@ def test_many_doublings_in_one_batch_match_brute_force():
             lo, hi = cell_ranges[w.interval]
             peak = float(acts[w.context_id, 1:, f].max())
             assert st.histogram_edges[lo] < peak <= st.histogram_edges[hi] + 1e-6
-            assert w.activations == pytest.approx(acts[w.context_id, w.start : w.start + 8, f].tolist())
+            assert w.activations == window_close(acts[w.context_id, w.start : w.start + 8, f].tolist())

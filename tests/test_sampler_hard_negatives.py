@@ -6,7 +6,8 @@ import pytest
 import torch
 from test_sampler import CFG, decode, ref_key, ref_split, run_state, sparse_sae, synthetic, text_tokens
 
-from autointerp.sampler import SALT_HARD, hook_activations, sample_features
+from autointerp.sampler import hook_activations, sample_features
+from autointerp.sampler_state import SALT_HARD
 
 
 def low_vocab(n_contexts=120, seed=1):

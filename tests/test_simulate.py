@@ -17,11 +17,12 @@ from autointerp.baseline import BASELINE_LABEL
 from autointerp.config import RunConfig
 from autointerp.llm import LLMRequest, LLMResponse, TokenLogprob, make_backend
 from autointerp.llm.base import BackendOptions, LLMBackend
-from autointerp.prompts import token_lines
+from autointerp.prompts import simulate_fewshot, token_lines
 from autointerp.records import Usage, Window
 from autointerp.scoring import score_feature
 from autointerp.simulate import (
     SIMULATION_ATTEMPTS,
+    TOP_LOGPROBS,
     SimulationFailure,
     build_simulation_request,
     expected_level,
@@ -229,8 +230,8 @@ def test_explanation_is_put_on_one_line() -> None:
 def mark_named_token(kind: str, body: dict) -> str:
     """A simulator that predicts 8 on every token equal to the explanation's last word."""
     user = body["messages"][-1]["content"]
-    if body["messages"][-1]["role"] != "user" or len(body["messages"]) != 3:
-        raise AssertionError("expected one worked example and one feature turn")
+    if body["messages"][-1]["role"] != "user" or len(body["messages"]) != 2 * len(simulate_fewshot()) + 1:
+        raise AssertionError("expected the worked examples and one feature turn")
     named = user.split("\n", 1)[0].split()[-1]
     items = []
     for block in user.split("Excerpt ")[1:]:
@@ -284,9 +285,10 @@ def test_malformed_answers_are_retried_then_raise_simulation_failure() -> None:
     assert len(calls) == SIMULATION_ATTEMPTS == len(bodies) and not any(c.ok for c in calls)
     assert all("no excerpt 9" in (c.error or "") for c in calls)
     # each re-ask shows the model its answer and what was wrong with it
-    assert [len(b["messages"]) for b in bodies] == [3, 5, 7]
-    assert bodies[1]["messages"][3] == {"role": "assistant", "content": "Activations: 9:9=99"}
-    assert "there is no excerpt 9" in bodies[1]["messages"][4]["content"]
+    first = 2 * len(simulate_fewshot()) + 1  # worked examples, then the feature's turn
+    assert [len(b["messages"]) for b in bodies] == [first, first + 2, first + 4]
+    assert bodies[1]["messages"][first] == {"role": "assistant", "content": "Activations: 9:9=99"}
+    assert "there is no excerpt 9" in bodies[1]["messages"][first + 1]["content"]
 
 
 def test_a_bad_answer_then_a_good_one_succeeds() -> None:
@@ -324,7 +326,7 @@ def test_empty_explanation_or_windows_fail_before_any_call() -> None:
 # ------------------------------------------------------------------------------------------- logprob mode
 def listing_responder(kind: str, body: dict) -> dict:
     """An OpenAI-compatible simulator that copies the listing, 9 on ' dog' tokens, with top_logprobs."""
-    assert body["logprobs"] is True and body["top_logprobs"] == 15
+    assert body["logprobs"] is True and body["top_logprobs"] == TOP_LOGPROBS == 5  # only what scoring reads
     user = body["messages"][-1]["content"]
     token_lists = [[line for line in block.split("\n")[1:] if line] for block in user.split("\n\n")[1:]]
     entries = []

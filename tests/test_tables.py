@@ -244,3 +244,59 @@ def test_a_table_that_fits_stays_a_table_with_statistics_in_one_cell(tmp_path):
     assert words(lines[0]) == ["density", "features", "scored", "correlation"]
     assert max(len(line) for line in lines) <= TERMINAL_WIDTH
     assert "0.200 [0.100, 0.300] n=2" in lines[2]
+
+
+def write_detection_run(run_dir: Path, llm_says: str, sae: str = "sae-fp") -> None:
+    """Six features with simulation scores (LLM, baseline, other) and detection verdicts: the LLM's judge
+    says yes exactly where the feature fired ('right') or everywhere ('all'); the baseline's says no."""
+    from test_store import score_all
+
+    from autointerp.llm.spec import make_backend
+    from autointerp.scorers import ScoringItem
+    from autointerp.scorers.detection import detection_result
+    from autointerp.store import rows as store_rows
+
+    backend = make_backend("baseline")
+    samples = [make_sample(f) for f in range(6)]
+    with RunStore.open(run_dir, create=True) as store:
+        store.create_run("run", "run", RunConfig(sae="demo"), sae, "corpus-fp", {})
+        store.save_samples("run", samples)
+        for sample in samples:
+            score_all(store, sample, run_id="run", noise=0.5 if llm_says == "right" else 4.0)
+            results = []
+            for source in ("llm", "baseline"):
+                item = ScoringItem(sample=sample, explanation="x", source=source)
+                labels = [w.max_activation > 0 for w in item.windows]
+                yes = [True] * len(labels) if llm_says == "all" else labels
+                yes = yes if source == "llm" else [False] * len(labels)
+                order = list(range(len(labels)))
+                results.append(detection_result(item, backend, "sampled", 10, order, yes, None, []))
+            store._put("detection_scores", (store_rows.detection_row("run", d) for d in results))
+
+
+def test_compare_pairs_every_headline_score_with_n_and_a_settings_flag(tmp_path):
+    write_detection_run(tmp_path / "a", "right")
+    write_detection_run(tmp_path / "b", "all")
+    result = compare_runs(tmp_path / "a", tmp_path / "b", n_boot=200)
+    by_score = {row["score"]: row for row in result["paired_scores"]}
+    assert {"correlation", "lift", "lift_other", "auroc", "auroc_lift"} <= by_score.keys()
+    assert {"detection_balanced_accuracy", "detection_balanced_accuracy_lift"} <= by_score.keys()
+    detection = by_score["detection_balanced_accuracy"]
+    # A's judge is right on every window (1.0), B's says yes to all (0.5); the baseline says no (0.5).
+    assert (detection["n"], detection["mean_a"], detection["mean_b"]) == (6, 1.0, 0.5)
+    assert detection["mean_diff"] == pytest.approx(-0.5)
+    assert by_score["detection_balanced_accuracy_lift"]["mean_diff"] == pytest.approx(-0.5)
+    assert by_score["lift"]["n"] == 6 and by_score["lift"]["mean_diff"] < 0  # noisier simulation in B
+    assert "detection_auroc" not in by_score  # sampled verdicts: no AUROC on either side
+    assert all(row["same_settings"] for row in result["paired_scores"])
+    assert result["paired"] == by_score["correlation"]
+
+
+def test_compare_cli_prints_every_paired_score(tmp_path, capsys):
+    from autointerp.cli import main
+
+    write_detection_run(tmp_path / "a", "right")
+    write_detection_run(tmp_path / "b", "all")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
+    printed = capsys.readouterr().out
+    assert "detection_balanced_accuracy_lift" in printed and "auroc_lift_other" in printed

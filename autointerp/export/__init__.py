@@ -28,7 +28,8 @@ from autointerp.export.jsonl import write_jsonl
 from autointerp.export.neuronpedia import write_neuronpedia
 from autointerp.export.saebench import write_saebench
 from autointerp.export.saedashboard import write_saedashboard
-from autointerp.records import FeatureReport
+from autointerp.logits import FeatureLogits, load_feature_logits
+from autointerp.records import FeatureReport, TokenLogit
 from autointerp.registry import Registry
 
 Exporter = Callable[..., list[Path]]
@@ -82,6 +83,20 @@ def export(
     return exporter(list(reports), Path(out_dir), **options)
 
 
+def with_logits(reports: list[FeatureReport], logits: dict[int, FeatureLogits]) -> list[FeatureReport]:
+    """`reports` with the top/bottom logits the run stored at sampling (autointerp.logits); a feature
+    without stored logits keeps None, which exporters read as "the run has none"."""
+    out = []
+    for report in reports:
+        item = logits.get(report.feature)
+        if item is not None:
+            top = [TokenLogit(token=token, value=value) for _, token, value in item.top]
+            bottom = [TokenLogit(token=token, value=value) for _, token, value in item.bottom]
+            report = report.model_copy(update={"top_logits": top, "bottom_logits": bottom})
+        out.append(report)
+    return out
+
+
 def export_run(
     run_dir: str | Path, kind: str, out_dir: str | Path, run_id: str | None = None, **options: Any
 ) -> list[Path]:
@@ -92,7 +107,7 @@ def export_run(
         run_id = run_id or store.latest_run_id()
         if run_id is None:
             raise InputError(expected(f"run directory {run_dir}", "no run in its database", "a finished run"))
-        reports = store.load_reports(run_id)
+        reports = with_logits(store.load_reports(run_id), load_feature_logits(store, run_id))
         context = run_context(store, run_id)
     return export(kind, reports, out_dir, context=context, **options)
 

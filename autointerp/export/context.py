@@ -3,14 +3,11 @@ hook, versions and times. Built once per export from the run's store (`run_conte
 exporters that take a `context` option, so the exporters themselves never open the database or the SAE.
 """
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from autointerp.assets import resolve_sae_path
 from autointerp.errors import AutointerpError
 
 log = logging.getLogger(__name__)
@@ -71,19 +68,17 @@ def run_context(store, run_id: str) -> ExportContext:
     if not sae:
         return context
     try:
-        folder = Path(resolve_sae_path(sae))
-        raw = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
-        from autointerp.sae import load_sae  # torch: only when an SAE is there to read
+        from autointerp.sae.load import read_sae_cfg  # the cfg.json only: no weights are read
 
-        cfg = load_sae(folder).cfg
+        raw, facts = read_sae_cfg(sae)
     except (OSError, ValueError, AutointerpError) as error:  # moved or deleted since the run: not fatal
         log.warning("export: could not read the run's SAE %r (%s); SAE facts left empty", sae, error)
         return context
     return context.model_copy(
         update={
-            "sae_cfg": raw if isinstance(raw, dict) else None,
-            "hook_name": cfg.hook_name,
-            "sae_context_size": cfg.context_size,
-            "prepend_bos": cfg.prepend_bos,
+            "sae_cfg": raw,
+            "hook_name": facts["hook_name"],
+            "sae_context_size": facts["context_size"],
+            "prepend_bos": bool(facts["prepend_bos"]),
         }
     )

@@ -65,7 +65,7 @@ class AnthropicBackend(LLMBackend):
             raise InputError(
                 f"LLM backend {self.name}: found no Anthropic credentials; expected ANTHROPIC_API_KEY (or "
                 "ANTHROPIC_AUTH_TOKEN, or an Anthropic profile) in the environment. Or choose another "
-                "backend with --backend (openai:<model>, local)."
+                "backend with --explainer / --simulator (openai:<model>, local)."
             )
         return client
 

@@ -20,7 +20,7 @@ import re
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -295,6 +295,10 @@ class LLMBackend(ABC):
         self._secrets = [s for s in (self.options.api_key, *env_secrets()) if s]
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._prefixes_seen: dict[str, PrefixReport] = {}  # shared-prefix hash -> its report
+        # Sentences for the user about how this model will be used (a fallback mode, a prefix too short to
+        # cache): logged until `report_to` names where they go (the run's Reporter).
+        self.startup_notes: list[str] = []
+        self._note: Callable[[str], None] = logger.warning
         if self.provider is not None:
             self._warn_about_model()
 
@@ -359,10 +363,17 @@ class LLMBackend(ABC):
         elif state is not None and state.client is not None and hasattr(state.client, "close"):
             await state.client.close()
 
+    def report_to(self, note: Callable[[str], None]) -> None:
+        """Send this backend's notes to `note` (e.g. a run's `Reporter.note`) instead of the log, starting with
+        the ones made when it was built (`startup_notes`)."""
+        self._note = note
+        for text in self.startup_notes:
+            note(text)
+
     # ------------------------------------------------------------------ the call
     def check_prefix(self, request: LLMRequest) -> PrefixReport | None:
         """The request's shared prefix against the model's minimum cacheable length (None: the model has
-        no provider cache). Logs a warning the first time a prefix below the minimum is seen."""
+        no provider cache). The first time a prefix below the minimum is seen, says so (see `report_to`)."""
         if self.min_cache_tokens is None:
             return None
         key = prefix_key(request)
@@ -371,10 +382,9 @@ class LLMBackend(ABC):
             report = prefix_report(request, self.model, self.min_cache_tokens)
             self._prefixes_seen[key] = report
             if not report.cacheable and (request.system or request.prefix):
-                logger.warning(
-                    "%s: %s, so the provider will not cache it and every request pays the full input price.",
-                    self.name,
-                    report.message(),
+                self._note(
+                    f"{self.name}: {report.message()}, so the provider will not cache it and every request pays "
+                    "the full input price."
                 )
         return report
 

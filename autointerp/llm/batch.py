@@ -111,10 +111,14 @@ class BatchClient(ABC):
         """Send one batch; returns its id as soon as the provider accepted it. Checked first (InputError,
         nothing sent): custom ids unique and of 1-64 letters, digits, '_' or '-'; within the provider's
         limits; no request the model would refuse."""
-        self._check(items)
+        self.check(items)
         for _, request in items:
             self.backend.check_prefix(request)  # warns once per shared prefix below the cache minimum
         return await self._submit(items, key)
+
+    def check(self, items: Sequence[tuple[str, LLMRequest]]) -> None:
+        """What `submit` checks first, without sending anything (InputError)."""
+        self._check(items)
 
     @abstractmethod
     async def _submit(self, items: Sequence[tuple[str, LLMRequest]], key: str | None) -> str: ...

@@ -361,20 +361,29 @@ class LocalBackend(LLMBackend):
         cannot be used."""
         tokens = [token for row in token_lists for token in row]
         path = self.gguf_path
+        stop = threading.Event()
 
         def run() -> tuple[list[dict[str, float]], int]:
-            p_match, n_tokens = token_judge(path).judge(explanation, tokens)
+            p_match, n_tokens = token_judge(path).judge(explanation, tokens, stop=stop)
             return [match_level_logprobs(p) for p in p_match], n_tokens
 
-        return await self._in_process(run)
+        return await self._in_process(run, stop)
 
-    async def _in_process(self, run: Callable[[], tuple[list[dict[str, float]], int]]) -> LLMResponse:
+    async def _in_process(
+        self, run: Callable[[], tuple[list[dict[str, float]], int]], stop: threading.Event | None = None
+    ) -> LLMResponse:
         """Run a transformers engine call in a worker thread (one at a time) and account for it like a
-        call: `run` returns level log-probabilities per slot and the tokens it ran through the model."""
+        call: `run` returns level log-probabilities per slot and the tokens it ran through the model. When
+        the caller is cancelled (Ctrl-C), `stop` is set so that `run` can end early: the process exits only
+        once its worker thread has."""
         async with self._state().semaphore:
             started = time.monotonic()
             try:
                 tops, n_tokens = await asyncio.to_thread(run)
+            except asyncio.CancelledError:
+                if stop is not None:
+                    stop.set()
+                raise
             except (ValueError, InputError, OSError, RuntimeError) as exc:  # too long, no model, torch failed
                 self.n_failed += 1
                 raise LLMCallError(self.name, None, str(exc), 1) from None

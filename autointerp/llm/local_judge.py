@@ -43,6 +43,10 @@ WORD_END = '"'  # closes the word in the template, so a word is judged whole, no
 BATCH = 64  # words per forward pass
 
 
+class JudgeStopped(RuntimeError):
+    """The caller gave up on a judgement (its `stop` event was set) before it finished."""
+
+
 def token_word(token: str) -> str:
     """A token as the word shown to the judge: surrounding whitespace dropped, or the token's visible
     form (prompts.escape_token) when it is only whitespace."""
@@ -91,19 +95,28 @@ class TokenJudge:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def judge(self, explanation: str, tokens: Sequence[str], prior: float = PRIOR_MATCH) -> tuple[list[float], int]:
-        """P(match) for every token (in order), and the number of tokens run through the model."""
+    def judge(
+        self,
+        explanation: str,
+        tokens: Sequence[str],
+        prior: float = PRIOR_MATCH,
+        stop: threading.Event | None = None,
+    ) -> tuple[list[float], int]:
+        """P(match) for every token (in order), and the number of tokens run through the model. `stop` set
+        (the caller was cancelled, e.g. Ctrl-C) ends the work between batches with JudgeStopped."""
         words = sorted({token_word(t) for t in tokens})
-        described, n_run = self.word_logprobs(explanation, words)
+        described, n_run = self.word_logprobs(explanation, words, stop)
         missing = [w for w in words if w not in self.null_cache]
         if missing:
-            null, n_null = self.word_logprobs(NULL_DESCRIPTION, missing)
+            null, n_null = self.word_logprobs(NULL_DESCRIPTION, missing, stop)
             self.null_cache.update(zip(missing, null, strict=True))
             n_run += n_null
         by_word = {w: match_probability(d, self.null_cache[w], prior) for w, d in zip(words, described, strict=True)}
         return [by_word[token_word(t)] for t in tokens], n_run
 
-    def word_logprobs(self, description: str, words: Sequence[str]) -> tuple[list[float], int]:
+    def word_logprobs(
+        self, description: str, words: Sequence[str], stop: threading.Event | None = None
+    ) -> tuple[list[float], int]:
         """log P(word + WORD_END | the judge prompt with `description`) for each word, and tokens run."""
         import torch
 
@@ -118,6 +131,8 @@ class TokenJudge:
             first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)  # predicts each word's 1st token
             n_run = len(prefix)
             for start in range(0, len(order), BATCH):
+                if stop is not None and stop.is_set():  # a batch is well under a second: exit comes soon
+                    raise JudgeStopped("the judgement was cancelled")
                 rows = order[start : start + BATCH]
                 chunk = [completions[i] for i in rows]
                 for i, logp in zip(rows, self._chunk(prefix_cache, first_logp, chunk), strict=True):

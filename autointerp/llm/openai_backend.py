@@ -22,6 +22,13 @@
 - Prompt logprobs (`LLMRequest.prompt_logprobs`, vLLM's extension): sent as `prompt_logprobs` to servers
   other than api.openai.com; the response's top-level `prompt_logprobs` (one {token id: {logprob, rank,
   decoded_token}} per prompt token) is parsed into `LLMResponse.prompt_logprobs`.
+- vLLM (`vllm:<model>@<url>`, `VLLMBackend`): the same, plus the simulator's listing scored all at once
+  from prompt logprobs (`score_value_slots`): the listing is written into the prompt as a prefilled
+  answer with `SLOT_FILLER` in every value slot, one request with `max_tokens` 1 and `prompt_logprobs`,
+  and each slot's level distribution is read from the alternatives at the filler's position (the model's
+  next-token distribution right after the slot's tab). One forward pass instead of generating ~2,600
+  tokens. Later slots see the fillers, not the values (no guessed level leaks into the next prediction).
+  A tokenizer that writes 10 as "1" "0" shows level 10 as "1" at a slot, which then counts as 1.
 - The SDK's own retries are off (`max_retries=0`): autointerp.llm.retry decides.
 """
 
@@ -30,18 +37,24 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import openai
 
 from autointerp.errors import InputError
 from autointerp.llm.base import BackendOptions, BackendSpec, LLMBackend, LLMRequest, LLMResponse, TokenLogprob
-from autointerp.llm.retry import TransientError, first_line, sdk_errors_translated
+from autointerp.llm.retry import PermanentError, TransientError, first_line, sdk_errors_translated
 from autointerp.records import Usage
 
 logger = logging.getLogger("autointerp.llm")
 
 OFFICIAL_HOST = "api.openai.com"
+# Written into every value slot of a teacher-forced listing. A symbol, not a word: byte-level BPE
+# pre-tokenisers keep a tab apart from a following symbol but may glue it to a following word ("\tunknown").
+SLOT_FILLER = "?"
+SLOT_TOP_LOGPROBS = 5  # alternatives per prompt token: vLLM returns them for EVERY prompt token
+LEVELS = frozenset(str(level) for level in range(11))
 PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key; the SDK insists on one
 _REASONING = re.compile(r"^(o\d|gpt-5|gpt-6)")
 
@@ -74,13 +87,13 @@ class OpenAIBackend(LLMBackend):
         self.supports_prompt_logprobs = not self.official
         self.max_top_logprobs = self.info.max_top_logprobs
         if not self.supports_logprobs:
-            logger.info(
-                "%s: %s gives no logprobs%s, so the simulator uses its sampled mode (predictions written as "
-                "text) instead of the expected value over logprobs.",
-                self.name,
-                self.model,
-                f" (even at reasoning_effort={self.reasoning_effort!r})" if self.reasoning_effort else "",
+            effort = f" (even at reasoning_effort={self.reasoning_effort!r})" if self.reasoning_effort else ""
+            text = (
+                f"{self.name}: {self.model} gives no logprobs{effort}, so the simulator uses its sampled mode "
+                "(predictions written as text) instead of the expected value over logprobs."
             )
+            self.startup_notes.append(text)
+            logger.info(text)
 
     def _build_client(self) -> openai.AsyncOpenAI:
         key = self.options.api_key or os.environ.get("OPENAI_API_KEY")
@@ -235,3 +248,84 @@ def _describe(exc: openai.APIStatusError) -> str:
     detail = error.get("message") or first_line(exc.message)
     kind = error.get("type") or error.get("code")
     return f"HTTP {exc.status_code}" + (f" {kind}" if kind else "") + f": {detail}"
+
+
+class VLLMBackend(OpenAIBackend):
+    """vLLM's OpenAI-compatible server: everything OpenAIBackend sends, plus all-at-once simulation from
+    prompt logprobs (a `SlotScorer` for autointerp.simulate; see the module docstring)."""
+
+    def __init__(self, spec: BackendSpec, options: BackendOptions) -> None:
+        super().__init__(spec, options)
+        if self.official:
+            raise InputError(
+                f"LLM backend {self.name}: found api.openai.com; expected the URL of a vLLM server "
+                "(vllm:<model>@http://host:8000/v1). For OpenAI's API use openai:<model>."
+            )
+        self.supports_prompt_logprobs = True
+
+    async def score_value_slots(self, request: LLMRequest, slot_prefixes: Sequence[str]) -> LLMResponse:
+        """Level distributions at every value slot of the listing, from one teacher-forced request.
+
+        Returns one TokenLogprob per slot whose `top` maps the levels found among the alternatives ('0'..'10')
+        to log-probabilities, with the call's usage. LLMCallError when the server sends no prompt logprobs
+        (not vLLM: SGLang ignores the field) or the slots cannot be found."""
+        forced = request.model_copy(
+            update={
+                "assistant_prefill": "".join(prefix + SLOT_FILLER for prefix in slot_prefixes),
+                "max_tokens": 1,
+                "logprobs": False,
+                "top_logprobs": 0,
+                "prompt_logprobs": SLOT_TOP_LOGPROBS,
+            }
+        )
+        response = await self.complete(forced)
+        try:
+            if response.prompt_logprobs is None:
+                raise PermanentError(
+                    "the server sent no prompt_logprobs; expected vLLM's OpenAI-compatible server (SGLang and "
+                    "others ignore the field: use openai:<model>@<url> there, which generates the listing)"
+                )
+            slots = slot_distributions(response.prompt_logprobs, len(slot_prefixes))
+        except PermanentError as exc:
+            self.n_failed += 1
+            raise self._call_error(exc, response.attempts) from None
+        return response.model_copy(update={"text": "", "logprobs": slots})
+
+
+def slot_distributions(prompt: Sequence[TokenLogprob | None], n_slots: int) -> list[TokenLogprob]:
+    """The level distributions at the last `n_slots` value slots of a teacher-forced listing, in order.
+
+    A slot is a prompt token that starts with SLOT_FILLER right after a token that ends with a tab (the
+    listing escapes tabs inside tokens, so a raw tab only ever precedes a value). Its alternatives are the
+    model's next-token distribution after the tab; the levels among them are kept. PermanentError when fewer
+    slots are found or a slot has no level among its alternatives."""
+    found: list[int] = []
+    for i in range(len(prompt) - 1, 0, -1):
+        here, before = prompt[i], prompt[i - 1]
+        if here is None or before is None:
+            break
+        if here.token.startswith(SLOT_FILLER) and before.token.endswith("\t"):
+            found.append(i)
+            if len(found) == n_slots:
+                break
+    if len(found) != n_slots:
+        raise PermanentError(
+            f"found {len(found)} value slots in the prompt logprobs; expected {n_slots} (a tab, then "
+            f"{SLOT_FILLER!r}, as its own token)"
+        )
+    slots = []
+    for k, i in enumerate(reversed(found)):
+        entry = prompt[i]
+        assert entry is not None
+        top: dict[str, float] = {}
+        for token, logprob in entry.top.items():
+            if token.strip() in LEVELS:
+                top.setdefault(token.strip(), logprob)
+        if not top:
+            raise PermanentError(
+                f"slot {k + 1}: no level 0..10 among the {len(entry.top)} alternatives {sorted(entry.top)[:5]}; "
+                "expected digits (is the model following the listing?)"
+            )
+        best = max(top, key=top.__getitem__)
+        slots.append(TokenLogprob(token=best, logprob=top[best], top=top))
+    return slots

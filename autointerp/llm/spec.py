@@ -22,9 +22,10 @@ from autointerp.registry import Registry
 
 ACCEPTED_FORMS = (
     "anthropic:<model>, openai:<model>, openai:<model>@http://host:port/v1 (any OpenAI-compatible server; "
-    "anthropic:<model>@<url> likewise), local, local:<model>, baseline"
+    "anthropic:<model>@<url> likewise), vllm:<model>@http://host:port/v1 (vLLM: all-at-once simulation from "
+    "prompt logprobs), local, local:<model>, baseline"
 )
-REMOTE_KINDS = ("anthropic", "openai")  # need a model name
+REMOTE_KINDS = ("anthropic", "openai", "vllm")  # need a model name
 OFFLINE_KINDS = ("local", "baseline")  # no URL; model optional (local) or none (baseline)
 
 # Defaults: entries of the model table (autointerp/llm/models.toml), which holds their prices and rules.
@@ -67,6 +68,8 @@ def parse_backend_spec(spec: str) -> BackendSpec:
         raise _bad(spec, f"whitespace in the model name {model!r}")
     if kind in REMOTE_KINDS and model is None:
         raise _bad(spec, f"'{kind}' without a model name")
+    if kind == "vllm" and base_url is None:
+        raise _bad(spec, "'vllm' without the server's URL")
     if kind in OFFLINE_KINDS and base_url is not None:
         raise _bad(spec, f"a URL for '{kind}', which runs on this machine")
     if kind == "baseline" and (colon or model is not None):
@@ -90,6 +93,13 @@ def _openai(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
     from autointerp.llm.openai_backend import OpenAIBackend
 
     return OpenAIBackend(spec, options)
+
+
+@BACKENDS.register("vllm")
+def _vllm(spec: BackendSpec, options: BackendOptions) -> LLMBackend:
+    from autointerp.llm.openai_backend import VLLMBackend
+
+    return VLLMBackend(spec, options)
 
 
 @BACKENDS.register("local")

@@ -4,6 +4,8 @@ SAELens: cfg.json + sae_weights.safetensors (+ sparsity.safetensors, log10 featu
 sparsify (EleutherAI): cfg.json + sae.safetensors, a topk SAE stored with an nn.Linear encoder.
 Anything that does not fit raises InputError naming the file, the key and what was expected.
 Writing lives here too (`save_sae`), not on SparseAutoencoder: the SAE class stays below its file formats.
+Besides a folder, `load_sae` takes a built-in name (`demo`) or a SAELens pretrained name (`release/sae_id`,
+see `autointerp.sae.pretrained`), read from the local Hugging Face cache with the catalogue's overrides.
 """
 
 import json
@@ -19,6 +21,7 @@ from torch import Tensor
 from autointerp.errors import InputError, expected
 from autointerp.sae.architectures import ARCHITECTURES, SparseAutoencoder, check_weights
 from autointerp.sae.config import NORMALIZATIONS, SAEConfig
+from autointerp.sae.pretrained import find_pretrained, pretrained_folder
 
 CFG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
@@ -34,9 +37,62 @@ SAELENS_FORMAT_VERSION = "6.0.0"
 _SPARSIFY_LAYER = re.compile(r"^(?:model\.)?layers\.(\d+)$")
 
 
-def load_sae(path: str | Path) -> SparseAutoencoder:
-    """Load the SAE in directory `path`, in the dtype its cfg.json names (sparsify: its weights')."""
-    directory = Path(path)
+def locate_sae(name_or_path: str | Path) -> tuple[Path, dict[str, Any], float | None]:
+    """(folder, cfg overrides, norm scaling factor) for a folder, `demo`, or a SAELens 'release/sae_id'.
+
+    An existing folder wins over a name. Overrides are SAELens's catalogue keys merged over cfg.json.
+    """
+    from autointerp.assets import BUILTIN_SAES  # the package's own assets: one floor up, imported late
+
+    directory = Path(name_or_path).expanduser()
+    if directory.is_dir():
+        return directory, {}, None
+    if str(name_or_path) in BUILTIN_SAES:
+        return BUILTIN_SAES[str(name_or_path)], {}, None
+    pretrained = find_pretrained(str(name_or_path))
+    if pretrained is None:
+        return directory, {}, None
+    return pretrained_folder(pretrained), pretrained.config_overrides, pretrained.norm_scaling_factor
+
+
+def read_sae_cfg(name_or_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the SAE's cfg.json as SAELens would see it, catalogue overrides merged; the facts a run takes from
+    it: hook_name, context_size, prepend_bos), without reading the weights."""
+    directory, overrides, _ = locate_sae(name_or_path)
+    cfg_file = directory / CFG_FILE
+    if not cfg_file.is_file():
+        raise InputError(expected(f"SAE config {cfg_file}", "no such file", "the SAE's cfg.json"))
+    raw = _with_overrides(_read_json(cfg_file), overrides)
+    if not (directory / SAELENS_WEIGHTS_FILE).is_file() and (directory / SPARSIFY_WEIGHTS_FILE).is_file():
+        run = _sparsify_run_config(directory)
+        hook = _sparsify_hook_name(raw.get("hookpoint") or directory.name)
+        return raw, {"hook_name": hook, "context_size": run.get("ctx_len"), "prepend_bos": True}
+    fields = _saelens_fields(raw, cfg_file)
+    return raw, {key: fields[key] for key in ("hook_name", "context_size", "prepend_bos")}
+
+
+def _with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """SAELens merges catalogue overrides over the top-level keys; SAELens 6 files keep model facts under
+    `metadata`, which our reader prefers, so an override of such a key is written there too."""
+    if not overrides:
+        return raw
+    merged = raw | overrides
+    metadata = raw.get("metadata")
+    if isinstance(metadata, dict):
+        merged["metadata"] = metadata | {k: v for k, v in overrides.items() if k in metadata or k == "neuronpedia_id"}
+    return merged
+
+
+def load_sae(path: str | Path, input_scale: float | None = None) -> SparseAutoencoder:
+    """Load the SAE in directory `path` (or named `demo` / SAELens 'release/sae_id'), in the dtype its
+    cfg.json names (sparsify: its weights').
+
+    input_scale: the dataset-wide factor an SAE with normalize_activations 'expected_average_only_in'
+    multiplies its inputs by (a SAELens trainer's `activation_scaler.scaling_factor` for a mid-training
+    checkpoint), folded into the weights as SAELens folds it; the catalogue's factor for a pretrained name.
+    """
+    directory, overrides, norm_scaling_factor = locate_sae(path)
+    norm_scaling_factor = input_scale if input_scale is not None else norm_scaling_factor
     if not directory.is_dir():
         found = "a file" if directory.exists() else "nothing there"
         raise InputError(
@@ -50,9 +106,14 @@ def load_sae(path: str | Path) -> SparseAutoencoder:
     cfg_file = directory / CFG_FILE
     if not cfg_file.is_file():
         raise InputError(expected(f"SAE config {cfg_file}", "no such file", "the SAE's cfg.json"))
-    raw = _read_json(cfg_file)
+    raw = _with_overrides(_read_json(cfg_file), overrides)
+    if norm_scaling_factor is not None and raw.get("normalize_activations") == "expected_average_only_in":
+        # SAELens folds the catalogue's dataset-wide input scale into the weights; so do we, in _load_saelens.
+        raw = raw | {"normalize_activations": "none"}
+    else:
+        norm_scaling_factor = None
     if (directory / SAELENS_WEIGHTS_FILE).is_file():
-        return _load_saelens(directory, raw)
+        return _load_saelens(directory, raw, norm_scaling_factor)
     if (directory / SPARSIFY_WEIGHTS_FILE).is_file():
         return _load_sparsify(directory, raw)
     raise InputError(
@@ -129,12 +190,14 @@ def _read_safetensors(file: Path) -> dict[str, Tensor]:
         ) from None
 
 
-def _load_saelens(directory: Path, raw: dict[str, Any]) -> SparseAutoencoder:
+def _load_saelens(directory: Path, raw: dict[str, Any], norm_scaling_factor: float | None = None) -> SparseAutoencoder:
     cfg_file = directory / CFG_FILE
     weights_file = directory / SAELENS_WEIGHTS_FILE
     fields = _saelens_fields(raw, cfg_file)
     weights = _read_safetensors(weights_file)
     _fold_finetuning_scaling_factor(weights, weights_file)
+    if norm_scaling_factor is not None:
+        fold_input_scale(weights, norm_scaling_factor)
     _infer_widths(fields, weights.get("W_enc"), "W_enc", (0, 1), cfg_file, weights_file)
     cfg = _make_cfg(fields | {"layout": "saelens", "path": str(directory)}, cfg_file)
     sae = SparseAutoencoder(cfg, weights, source=str(weights_file))
@@ -251,6 +314,14 @@ def _fold_finetuning_scaling_factor(weights: dict[str, Tensor], weights_file: Pa
             )
         )
     weights["W_dec"] = weights["W_dec"] * scale_S[:, None]
+
+
+def fold_input_scale(weights: dict[str, Tensor], scale: float) -> None:
+    """Fold "multiply every input by `scale`" into the weights (SAELens's fold_activation_norm_scaling_factor):
+    the encoder reads x * scale, the decoder writes back in the input's own units."""
+    weights["W_enc"] = weights["W_enc"] * scale
+    weights["W_dec"] = weights["W_dec"] / scale
+    weights["b_dec"] = weights["b_dec"] / scale
 
 
 def _infer_widths(

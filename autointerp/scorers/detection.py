@@ -11,6 +11,11 @@ Modes, chosen from the backend:
   explanation's tokens; its score for AUROC is the highest listed level among them / 10.
 - "forced" (a backend with `score_yes_no`, e.g. the local model): the answer is teacher-forced and
   P(yes) read at every yes/no slot; a window matches when P(yes) >= 0.5.
+- "tokens" (a backend with `judge_tokens` and no `score_yes_no`: the local model): every token of a window is
+  judged from the explanation alone, context-free (autointerp.llm.local_judge: P(match) from the ratio of two
+  likelihoods); P(yes) of a window = its highest token P(match), a yes when >= 0.5. One call for all
+  windows, no prompt of windows: it says whether the explanation names the tokens a feature fires on, not
+  whether the window as a whole matches.
 - "logprob" (supports_logprobs, e.g. OpenAI-compatible servers): the judge writes the answer with
   top_logprobs; the verdict is the word it wrote, P(yes) comes from the alternatives at that word.
 - "sampled" (e.g. Anthropic): the answer text only; binary metrics, no AUROC.
@@ -21,6 +26,7 @@ feature gets a DetectionFailure with the calls made, recorded as its error, neve
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, cast, runtime_checkable
@@ -42,13 +48,14 @@ from autointerp.scorers.detection_prompt import (
     yes_probability,
 )
 from autointerp.scoring import DetectionScores, detection_scores
+from autointerp.simulate import TokenJudge
 
-DetectionMode = Literal["baseline", "forced", "logprob", "sampled"]
+DetectionMode = Literal["baseline", "forced", "tokens", "logprob", "sampled"]
 
 # Windows judged per prompt: ScoringConfig.detection_windows_per_prompt, 10 by default. 20 score windows of 32
-# tokens in 2 calls: ~1,550 input tokens (~720 of them the shared, cacheable prefix) and ~80 output, against
-# ~3,700 input for a sampled simulation of the same windows and ~2,800 output for a logprob one (SmolLM2
-# tokenizer counts; more per prompt saves little once cached).
+# tokens in 2 calls: ~3,400 input tokens (~2,500 of them the shared, cacheable prefix: six worked examples) and
+# ~80 output, against ~4,450 input for a sampled simulation of the same windows and ~2,750 output for a logprob
+# one (cl100k counts, docs/benchmarks.md; more per prompt saves little once cached).
 DETECTION_ATTEMPTS = 3  # answers asked for per prompt: the first and two re-asks after a bad answer
 GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
 METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auroc")
@@ -104,6 +111,18 @@ def prompt_batches(order: Sequence[int], per_prompt: int) -> list[list[int]]:
     return [list(order[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
+def token_match_probability(top: dict[str, float]) -> float:
+    """P(match) of one token from a TokenJudge reading: 1 - P(level '0') after normalising the levels'
+    probabilities (the local judge gives {'0': log(1 - p), '10': log p}). ValueError without level '0'."""
+    if "0" not in top:
+        raise ValueError(f"a token reading without level '0' ({sorted(top)})")
+    weights = {level: math.exp(logp) for level, logp in top.items()}
+    total = sum(weights.values())
+    if not total > 0:
+        raise ValueError(f"a token reading with no probability mass ({top})")
+    return 1.0 - weights["0"] / total
+
+
 def baseline_detection(explanation_text: str, windows: Sequence[Window]) -> tuple[list[bool], list[float]]:
     """Verdict and score per window for a baseline explanation: yes when the window holds a listed token;
     the score is the highest listed level present / 10 (0 when none). ValueError for other text."""
@@ -122,7 +141,7 @@ class DetectionResult(ScorerResult):
 
     scorer: Literal["detection"] = "detection"
     mode: DetectionMode
-    windows_per_prompt: int = Field(description="most windows shown in one prompt; 0 for the baseline (no prompt)")
+    windows_per_prompt: int = Field(description="most windows shown in one prompt; 0 for the baseline and per-token judging (no prompt)")
     shown_order: list[int] = Field(description="window indices in the order shown (prompts cut in this order)")
     groups: list[str] = Field(description="each window's sampler group")
     intervals: list[int | None] = Field(description="interval index for group 'interval', else None")
@@ -193,6 +212,8 @@ def detection_mode(backend: LLMBackend) -> DetectionMode:
         return "baseline"
     if isinstance(backend, YesNoScorer):
         return "forced"
+    if isinstance(backend, TokenJudge):
+        return "tokens"
     return "logprob" if backend.supports_logprobs else "sampled"
 
 
@@ -231,6 +252,9 @@ class DetectionScorer(Scorer):
             return detection_result(item, self.backend, mode, 0, order, said_yes, scores, [])
         if not " ".join(item.explanation.split()):
             raise DetectionFailure(f"detect: feature {feature}: the explanation is empty; nothing to judge")
+        if mode == "tokens":
+            said_yes, p_yes, calls = await self._tokens(item)
+            return detection_result(item, self.backend, mode, 0, list(range(len(windows))), said_yes, p_yes, calls)
 
         order = detection_order(len(windows), self.cfg.sampler.seed, feature)
         batches = prompt_batches(order, per_prompt)
@@ -287,6 +311,31 @@ class DetectionScorer(Scorer):
             detail=detail,
         )
         return said, None, calls
+
+    async def _tokens(self, item: ScoringItem) -> Verdicts:
+        """Per-token, context-free judging (TokenJudge): P(yes) of a window = max over its tokens of
+        P(match) = 1 - P(level 0) of the token's level distribution; one call for every window."""
+        feature, windows = item.feature, item.windows
+        token_lists = [list(w.tokens) for w in windows]
+        detail = {"mode": "tokens", "source": item.source, "judge": "per-token, context-free: no prompt sent"}
+        request = build_detection_request(item.explanation, token_lists, logprobs=False)  # recorded, not sent
+        try:
+            response = await cast(TokenJudge, self.backend).judge_tokens(item.explanation, token_lists)
+        except LLMCallError as exc:
+            call = failed_call("detect", feature, self.backend, request, exc, detail)
+            raise DetectionFailure(f"detect: feature {feature}: {exc}", [call]) from exc
+        try:
+            flat = [token_match_probability(slot.top) for slot in response.logprobs or []]
+            n_tokens = sum(len(t) for t in token_lists)
+            if len(flat) != n_tokens:
+                raise ValueError(f"{self.backend.name} returned {len(flat)} token readings for {n_tokens} tokens")
+        except ValueError as exc:
+            call = record_call("detect", feature, self.backend, request, response, error=str(exc), detail=detail)
+            raise DetectionFailure(f"detect: feature {feature}: {exc}", [call]) from None
+        it = iter(flat)
+        p_yes = [max(next(it) for _ in tokens) for tokens in token_lists]
+        call = record_call("detect", feature, self.backend, request, response, detail=detail)
+        return [p >= 0.5 for p in p_yes], p_yes, [call]
 
     async def _forced(self, request: LLMRequest, n: int, feature: int, detail: dict) -> Verdicts:
         """Teacher-forced yes/no: one call, nothing generated, so no re-asks."""

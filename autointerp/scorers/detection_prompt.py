@@ -1,7 +1,7 @@
 """What the detection judge reads and writes: the request for a batch of windows, and strict readers of
 its answer (text, or text with logprobs).
 
-The request is `system` + one worked example (prompts/detect_fewshot.json, identical for every feature)
+The request is `system` + worked examples (prompts/detect_fewshot.json, identical for every feature)
 + one user turn: `Explanation: ...`, then one line per window, `Excerpt N: <text>`. The text is the
 window's tokens joined, with newlines, tabs and other control characters made visible, so every window
 is one line. The answer is one line per window, in order:
@@ -75,30 +75,31 @@ class DetectFewShot(BaseModel):
 
 
 @cache
-def detect_fewshot() -> DetectFewShot:
-    """The judge's worked example (prompts/detect_fewshot.json)."""
+def detect_fewshot() -> tuple[DetectFewShot, ...]:
+    """The judge's worked examples (prompts/detect_fewshot.json), in the order they are shown."""
     raw = load_json("detect_fewshot.json")
     try:
-        return DetectFewShot(explanation=raw["explanation"], excerpts=raw["excerpts"])
+        return tuple(DetectFewShot(explanation=e["explanation"], excerpts=e["excerpts"]) for e in raw["examples"])
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(
             expected(
                 "Few-shot data prompts/detect_fewshot.json",
                 f"an example that does not fit ({exc})",
-                '{"explanation": text, "excerpts": [{"text": text, "match": true or false}, ...]} with 2+ excerpts',
+                '{"examples": [{"explanation": text, "excerpts": [{"text": text, "match": true or false}, ...]}, '
+                "...]} with 2+ excerpts each",
             )
         ) from None
 
 
 @cache
 def detect_shared_prefix() -> tuple[str, tuple[Message, ...]]:
-    """System prompt and worked example: the same bytes for every feature (provider prompt caching)."""
-    example = detect_fewshot()
-    texts = [excerpt_text([e.text]) for e in example.excerpts]
-    return load_text("detect_system.md"), (
-        Message(role="user", content=detect_user_message(example.explanation, texts)),
-        Message(role="assistant", content=answer_text([e.match for e in example.excerpts])),
-    )
+    """System prompt and worked examples: the same bytes for every feature (provider prompt caching)."""
+    prefix: list[Message] = []
+    for example in detect_fewshot():
+        texts = [excerpt_text([e.text]) for e in example.excerpts]
+        prefix.append(Message(role="user", content=detect_user_message(example.explanation, texts)))
+        prefix.append(Message(role="assistant", content=answer_text([e.match for e in example.excerpts])))
+    return load_text("detect_system.md"), tuple(prefix)
 
 
 def build_detection_request(explanation: str, token_lists: Sequence[Sequence[str]], *, logprobs: bool) -> LLMRequest:

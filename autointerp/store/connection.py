@@ -5,6 +5,7 @@ and writer uses (select, insert-or-replace, redaction of secrets)."""
 import functools
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 import sqlite_utils
 
-from autointerp.errors import StoreError, expected
+from autointerp.errors import StoreError, disk_full, expected
 from autointerp.store.schema import DB_NAME, check_schema, create_schema
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -37,11 +38,28 @@ def user_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
         return StoreError(f"run database {path}: cannot write ({message}); the file or its directory is read-only.")
     if "locked" in message or "busy" in message:
         return StoreError(f"run database {path}: {message}; another process is writing it. Try again when it ends.")
-    if any(s in message for s in ("not a database", "malformed", "disk I/O", "unable to open", "disk is full")):
+    # SQLITE_FULL reads "database or disk is full"; a full disk met while writing the WAL can surface as a
+    # plain "disk I/O error", so that one is told apart by the free space left.
+    if "disk is full" in message or ("disk I/O" in message and _nearly_full(path)):
+        return disk_full(f"run database {path}", message)
+    if "disk I/O" in message:
+        return StoreError(
+            f"run database {path}: reading or writing it failed ({message}); expected a working disk. The file "
+            "itself may be intact: check the disk (dmesg, df) and run the same command again."
+        )
+    if any(s in message for s in ("not a database", "malformed", "unable to open")):
         return StoreError(
             expected(f"run database {path}", f"an unusable file ({message})", "a readable autointerp SQLite database")
         )
     return exc
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the filesystem holding `path` has (almost) no space left for SQLite's pages and WAL."""
+    try:
+        return shutil.disk_usage(path.parent).free < 4 * 2**20
+    except OSError:
+        return False
 
 
 def guarded(method: Callable[P, T]) -> Callable[P, T]:

@@ -76,6 +76,44 @@ class StoreQueries(StoreConnection):
         return {r["feature"]: r["stage"] or "" for r in found}
 
     @guarded
+    def open_errors(self, run_id: str) -> list[tuple[int, str, str]]:
+        """(feature, stage, message) of every error not yet resolved, oldest first (the CLI groups them)."""
+        found = self._rows(
+            "SELECT feature, stage, message FROM errors WHERE run_id = ? AND resolved = 0 ORDER BY id", [run_id]
+        )
+        return [(r["feature"], r["stage"], r["message"]) for r in found]
+
+    @guarded
+    def load_scorer_results(
+        self, run_id: str, feature: int | None = None
+    ) -> dict[tuple[int, str, str], dict[str, Any]]:
+        """(feature, scorer, explanation_source) -> its `scorer_results` row (explanation_sha, settings_hash,
+        result_json, created_at): the finished results of features not yet fully scored, for all features or one;
+        empty for a file written before the table existed."""
+        if "scorer_results" not in self.db.table_names():
+            return {}
+        where, params = ("AND feature = ?", [run_id, feature]) if feature is not None else ("", [run_id])
+        found = self._rows(f"SELECT * FROM scorer_results WHERE run_id = ? {where}", params)
+        return {(r["feature"], r["scorer"], r["explanation_source"]): r for r in found}
+
+    @guarded
+    def partly_scored_features(self, run_id: str) -> dict[int, list[str]]:
+        """Features scored by some scorers while another failed (status 'scored' with open errors) -> the
+        stages of those errors ('simulate', 'detect'): not fully scored, so `--retry-failed` redoes them."""
+        found = self._rows(
+            """
+            SELECT s.feature, e.stage FROM feature_status s
+            JOIN errors e ON e.run_id = s.run_id AND e.feature = s.feature AND e.resolved = 0
+            WHERE s.run_id = ? AND s.stage = 'scored' ORDER BY s.feature, e.id
+            """,
+            [run_id],
+        )
+        out: dict[int, list[str]] = {}
+        for r in found:
+            out.setdefault(r["feature"], []).append(r["stage"])
+        return out
+
+    @guarded
     def stage_counts(self, run_id: str) -> dict[str, int]:
         """Status ('sampled', 'explained', 'scored', 'failed') -> how many of the run's features have it;
         statuses no feature has are absent."""
@@ -202,6 +240,17 @@ class StoreQueries(StoreConnection):
             feature = row.pop("feature")
             out.setdefault(feature, {}).setdefault(row["explanation_source"].split(":")[0], row)
         return out
+
+    @guarded
+    def redraw_rows(self, run_id: str, feature: int | None = None) -> list[dict[str, Any]]:
+        """The run's `redraw_scores` rows (all, or one feature's), by feature, redraw and scorer; empty for a
+        file written before redraws existed."""
+        if "redraw_scores" not in self.db.table_names():
+            return []
+        where, params = ("AND feature = ?", [run_id, feature]) if feature is not None else ("", [run_id])
+        return self._rows(
+            f"SELECT * FROM redraw_scores WHERE run_id = ? {where} ORDER BY feature, redraw, scorer", params
+        )
 
     @guarded
     def feature_scores(self, run_id: str, column: str = "correlation") -> dict[int, float | None]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from autointerp import __version__
+from autointerp.version import __version__
 from autointerp.records import CallRecord, Explanation, FeatureStats, Simulation, Usage, Window
 from autointerp.scoring import FeatureScores
 from autointerp.store.schema import DETECTION_COLUMNS

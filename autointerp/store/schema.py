@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 import sqlite_utils
 
-from autointerp import __version__
+from autointerp.version import __version__
 from autointerp.errors import StoreError, expected
 from autointerp.scoring import COLUMNS, FeatureScores
 
@@ -145,11 +145,62 @@ TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], tuple[tuple[str,
         ("run_id", "feature"),
         (("run_id", "stage"),),
     ),
+    # Fresh window draws of the control subset (autointerp.redraws): one row per feature, redraw k (1..N)
+    # and scorer, the stored LLM explanation judged on windows sampled with seed sampler_seed; n_dropped:
+    # scoring windows left out because the explainer was shown their context.
+    "redraw_scores": (
+        {
+            "run_id": str, "feature": int, "redraw": int, "scorer": str, "sampler_seed": int, "n_windows": int,
+            "n_dropped": int, "correlation": float, "auroc": float, "balanced_accuracy": float, "precision": float,
+            "recall": float, "detection_auroc": float, "cost_usd": float, "created_at": str,
+        },
+        ("run_id", "feature", "redraw", "scorer"),
+        (),
+    ),
+    # One finished scorer result of a feature not yet fully scored (autointerp.interpret), kept as it arrives so
+    # an interrupted run does not ask the LLM again: the ScorerResult as JSON without its calls (those are in
+    # llm_calls already), reused only for the same explanation text (explanation_sha) and settings_hash. The
+    # feature's rows go once its final rows are written (kept when a scorer failed, for a retry to reuse).
+    "scorer_results": (
+        {
+            "run_id": str, "feature": int, "scorer": str, "explanation_source": str, "explanation_sha": str,
+            "settings_hash": str, "result_json": str, "created_at": str,
+        },
+        ("run_id", "feature", "scorer", "explanation_source"),
+        (),
+    ),
     # The settings behind each settings_hash of a run's score rows (autointerp.settings_hash.score_settings).
     "settings": (
         {"run_id": str, "settings_hash": str, "settings_json": str, "created_at": str},
         ("run_id", "settings_hash"),
         (),
+    ),
+    # Each sampled feature's decoder row through the unembedding (W_dec[f] @ W_U), its top and bottom tokens
+    # (autointerp.logits, written at sampling while the model is loaded). side: 'top' or 'bottom'; rank 0 is
+    # the largest (top) or most negative (bottom) value, in logit units.
+    "feature_logits": (
+        {"run_id": str, "feature": int, "side": str, "rank": int, "token_id": int, "token": str, "value": float},
+        ("run_id", "feature", "side", "rank"),
+        (),
+    ),
+    # Batch mode (autointerp.batch_ledger): one row per provider batch (batch_id NULL until the provider
+    # returned it; state submitting / open / ingested) and one per request in it (the request as sent, then
+    # its status, response or error).
+    "batches": (
+        {
+            "run_id": str, "batch_key": str, "backend": str, "stage": str, "batch_id": str, "state": str,
+            "n_requests": int, "submitted_at": str, "provider_status": str, "updated_at": str,
+        },
+        ("run_id", "batch_key"),
+        (),
+    ),
+    "batch_requests": (
+        {
+            "run_id": str, "custom_id": str, "batch_key": str, "backend": str, "request_json": str, "status": str,
+            "response_json": str, "error": str, "retryable": int, "cost_usd": float,
+        },
+        ("run_id", "custom_id"),
+        (("run_id", "batch_key"),),
     ),
 }  # fmt: skip
 

@@ -206,7 +206,56 @@ class StoreWrites(StoreQueries):
             self._put("detection_scores", (rows.detection_row(run_id, d, detection_digest) for d in detections))
             self._put_calls(run_id, feature, None, calls)
             self._put_errors(run_id, feature, errors)
+            if not errors:  # the final rows hold every result now; after a failed scorer a retry reuses the rest
+                self.db.execute("DELETE FROM scorer_results WHERE run_id = ? AND feature = ?", [run_id, feature])
             self._set_stage(run_id, [feature], "scored")
+            self._touch(run_id)
+
+    @guarded
+    def save_scorer_result(
+        self,
+        run_id: str,
+        feature: int,
+        scorer: str,
+        explanation_source: str,
+        *,
+        explanation_sha: str,
+        settings_hash: str,
+        result_json: str,
+        calls: Sequence[CallRecord] = (),
+    ) -> None:
+        """One finished scorer result of a feature still being scored (`scorer_results`) and the calls that made
+        it (each under its own stage), in one transaction, as soon as it arrives: an interrupted run keeps it and
+        `load_scorer_results` gives it back instead of a new LLM call. Replaces an earlier row of the same
+        (feature, scorer, explanation_source)."""
+        self._writing()
+        row = {
+            "run_id": run_id,
+            "feature": feature,
+            "scorer": scorer,
+            "explanation_source": explanation_source,
+            "explanation_sha": explanation_sha,
+            "settings_hash": settings_hash,
+            "result_json": result_json,
+            "created_at": rows.now(),
+        }
+        with self.db.atomic():
+            self._put("scorer_results", [row])
+            self._put_calls(run_id, feature, None, calls)
+            self._touch(run_id)
+
+    @guarded
+    def save_redraws(
+        self, run_id: str, redraws: Sequence[Mapping[str, Any]], *, calls: Sequence[CallRecord] = ()
+    ) -> None:
+        """Rows of `redraw_scores` (autointerp.redraws.redraw_row: feature, redraw, scorer, ...) and their calls
+        (each under its own stage), in one transaction; a row with the same (feature, redraw, scorer) is
+        replaced."""
+        self._writing()
+        with self.db.atomic():
+            self._put("redraw_scores", ({"run_id": run_id, **r, "created_at": rows.now()} for r in redraws))
+            for c in calls:
+                self._put_calls(run_id, c.feature, None, [c])
             self._touch(run_id)
 
     @guarded
@@ -233,11 +282,11 @@ class StoreWrites(StoreQueries):
 
     @guarded
     def resolve_failures(self, run_id: str, features: Iterable[int]) -> None:
-        """Mark the failed features' open errors resolved and put each back at its last completed stage
+        """Mark the failed and partly scored features' open errors resolved and put each back at its last completed stage
         ('explained' if it has an LLM explanation, else 'sampled') so pending_features() offers it again.
         For `--retry-failed`; a retry that fails again records a new error. Features not failed are left."""
         self._writing()
-        failed = self.failed_features(run_id)
+        failed = self.failed_features(run_id).keys() | self.partly_scored_features(run_id).keys()
         features = [f for f in features if f in failed]
         explained = self.load_explanations(run_id).keys()
         with self.db.atomic():

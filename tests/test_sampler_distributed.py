@@ -1,0 +1,215 @@
+"""Two real gloo ranks (separate processes on 127.0.0.1) sample one corpus: rank 0's merged records
+equal one process's, bit for bit; a rank that dies before the merge is named."""
+
+import multiprocessing
+import pickle
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from test_sampler import CFG, decode, sparse_sae, synthetic, text_tokens
+from test_sampler_merge import NO_HARD, doubling_data, records, shard_state
+
+WORLD = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_model():
+    """The conftest's tiny model, built the same way in a child process."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        n_ctx=64,
+        d_head=4,
+        n_heads=4,
+        d_mlp=32,
+        d_vocab=300,
+        act_fn="gelu",
+        normalization_type="LN",
+        model_name="tiny-random",
+    )
+    return HookedTransformer(cfg).eval()
+
+
+def rank_main(rank: int, port: int, job: str, out: str, env: dict) -> None:
+    import os
+
+    os.environ.update(env)
+    import torch.distributed as dist
+
+    from autointerp.sampling_distributed import RankFailure, gather_and_merge
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    result = None
+    try:
+        if job == "synthetic":
+            tokens, acts = doubling_data()
+            merged = gather_and_merge(shard_state(tokens, acts, NO_HARD, rank, WORLD), NO_HARD)
+            result = records(merged, tokens, NO_HARD) if merged is not None else None
+        elif job == "model":
+            from autointerp.sampler import sample_features
+
+            tokens = text_tokens(40, 32)
+            cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
+            samples = sample_features(tiny_model(), sparse_sae("topk"), tokens, [1, 4, 9], cfg, [1], 1, decode=decode)
+            result = [s.model_dump() for s in samples]
+        elif job in ("killed", "resumed"):
+            from autointerp.sampler import sample_features
+
+            tokens = text_tokens(40, 32)
+            cfg = CFG.model_copy(update={"batch_size": 4, "n_random_score": 4, "checkpoint_tokens": 2 * 4 * 32})
+            batches = {"n": 0}
+
+            def progress(n, seconds):
+                batches["n"] += 1
+                if job == "killed" and rank == 1 and batches["n"] == 3:
+                    os._exit(9)  # killed mid-pass, after its checkpoint at batch 2
+
+            folder = Path(out) / "sampling"
+            samples = sample_features(
+                tiny_model(),
+                sparse_sae("topk"),
+                tokens,
+                [1, 4, 9],
+                cfg,
+                [1],
+                1,
+                progress,
+                decode,
+                checkpoint_dir=folder,
+            )
+            result = {"records": [s.model_dump() for s in samples], "files": sorted(p.name for p in folder.glob("*"))}
+        elif job == "dies":
+            if rank == 1:
+                os._exit(3)  # a rank lost before the merge (out of memory, a node gone)
+            tokens, acts = synthetic(n_contexts=20)
+            gather_and_merge(shard_state(tokens, acts, NO_HARD, rank, WORLD), NO_HARD)
+    except RankFailure as err:
+        result = {"error": str(err)}
+    Path(out, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
+    if job != "dies":
+        dist.destroy_process_group()
+
+
+def run_ranks(tmp_path: Path, job: str, env: dict | None = None) -> list:
+    ctx = multiprocessing.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=rank_main, args=(r, port, job, str(tmp_path), env or {})) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+        if p.is_alive():
+            p.kill()
+            pytest.fail(f"rank {procs.index(p)} hung")
+    return [
+        pickle.loads(f.read_bytes()) if (f := tmp_path / f"rank{r}.pkl").exists() else "missing" for r in range(WORLD)
+    ]
+
+
+def test_two_gloo_ranks_merge_to_the_one_process_result(tmp_path):
+    tokens, acts = doubling_data()
+    one = records(shard_state(tokens, acts, NO_HARD, 0, 1, batch_size=9), tokens, NO_HARD)
+    rank0, rank1 = run_ranks(tmp_path, "synthetic")
+    assert rank1 is None  # only rank 0 holds the merged state
+    assert rank0 == one
+
+
+def test_two_gloo_ranks_through_the_model_equal_one_process(tmp_path, tiny_model):
+    """The real sampling loop (model forward, SAE encode, sampler) on each rank's half of the contexts."""
+    from autointerp.sampler import sample_features
+
+    tokens = text_tokens(40, 32)
+    cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
+    one = sample_features(tiny_model, sparse_sae("topk"), tokens, [1, 4, 9], cfg, [1], 1, decode=decode)
+    one = [s.model_dump() for s in one]
+    rank0, rank1 = run_ranks(tmp_path, "model")
+    assert rank1 == []
+    assert [s["stats"] for s in rank0] == [s["stats"] for s in one]
+    for got, want in zip(rank0, one):
+        # Hard negatives follow the running max's token in stream order: the one documented exception.
+        assert [w for w in got["windows"] if w["group"] != "hard_negative"] == [
+            w for w in want["windows"] if w["group"] != "hard_negative"
+        ]
+    assert sum(len(s["windows"]) for s in one) > 30
+
+
+def test_a_rank_that_dies_is_named(tmp_path):
+    rank0, rank1 = run_ranks(tmp_path, "dies", {"AUTOINTERP_RANK_TIMEOUT_S": "5"})
+    assert rank1 == "missing"
+    assert "not every rank reached the merge" in rank0["error"]
+    assert "1" in rank0["error"].split("(", 1)[1]  # gloo's message lists the missing rank
+
+
+def test_a_killed_rank_is_named_and_the_rerun_resumes_every_rank(tmp_path, tiny_model):
+    """Rank 1 dies mid-pass: rank 0 names it at the merge. Rerunning the same job resumes both ranks
+    from their checkpoints and gives the one-process records (hard negatives aside)."""
+    from autointerp.sampler import sample_features
+
+    env = {"AUTOINTERP_RANK_TIMEOUT_S": "5"}
+    rank0, rank1 = run_ranks(tmp_path, "killed", env)
+    assert rank1 == "missing" and "Ranks 1 failed" in rank0["error"]
+    files = sorted(p.name for p in (tmp_path / "sampling").glob("*.pt"))
+    assert files == ["pass000-rank000-of002.pt", "pass000-rank001-of002.pt"]
+    for f in tmp_path.glob("rank*.pkl"):
+        f.unlink()
+    rank0, rank1 = run_ranks(tmp_path, "resumed", env)
+    cfg = CFG.model_copy(update={"batch_size": 4, "n_random_score": 4})
+    one = sample_features(tiny_model, sparse_sae("topk"), text_tokens(40, 32), [1, 4, 9], cfg, [1], 1, decode=decode)
+    one = [s.model_dump() for s in one]
+    assert rank1["records"] == [] and rank0["files"] == []  # checkpoints removed once merged
+    for got, want in zip(rank0["records"], one, strict=True):
+        assert got["stats"] == want["stats"]
+        assert [w for w in got["windows"] if w["group"] != "hard_negative"] == [
+            w for w in want["windows"] if w["group"] != "hard_negative"
+        ]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_store_the_single_process_samples(tmp_path):
+    """`torchrun --nproc-per-node 2 -m autointerp.sampling_distributed` (gloo on CPU, the corpus
+    streamed by each rank) stores the samples `autointerp sample` stores, hard negatives aside."""
+    import os
+    import subprocess
+    import sys
+
+    from autointerp.cli import main
+    from autointerp.store import RunStore
+
+    flags = ["--sae", "demo", "--device", "cpu", "--n-tokens", "1024", "--context-size", "64", "--features", "1,2,3"]
+    assert main(["sample", *flags, "--run-dir", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    done = subprocess.run(
+        [*launch, "-m", "autointerp.sampling_distributed", *flags, "--run-dir", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 ranks" in done.stdout + done.stderr
+
+    def stored(folder):
+        store = RunStore.open(folder, create=False)
+        run_id = store.latest_run_id()
+        return store.get_run(run_id), store.load_samples(run_id)
+
+    (run_one, one), (run_two, two) = stored(tmp_path / "one"), stored(tmp_path / "two")
+    assert run_two["corpus_fingerprint"] == run_one["corpus_fingerprint"]
+    assert [s.stats for s in two] == [s.stats for s in one]
+    for a, b in zip(one, two, strict=True):
+        assert [w for w in a.windows if w.group != "hard_negative"] == [
+            w for w in b.windows if w.group != "hard_negative"
+        ]
+    assert not (tmp_path / "two" / "sampling").exists()
