@@ -108,14 +108,16 @@ def as_scored_sae(
         input_scale = getattr(activation_scaler, "scaling_factor", None)
     if isinstance(sae, SparseAutoencoder):
         if hook_name and hook_name != sae.cfg.hook_name:
-            sae = SparseAutoencoder(sae.cfg.model_copy(update={"hook_name": hook_name}), sae.weights, source="api")
+            cfg = sae.cfg.model_copy(update={"hook_name": hook_name})
+            sae = SparseAutoencoder(cfg, sae.weights, log10_density=sae.log10_density, source="api")
         return sae, sae_fingerprint(sae)
     cfg = getattr(sae, "cfg", None)
     to_dict = getattr(cfg, "to_dict", None)
     if callable(to_dict) and to_dict().get("architecture") in ARCHITECTURES:
         ours = from_saelens(sae, input_scale)
         if hook_name and hook_name != ours.cfg.hook_name:
-            ours = SparseAutoencoder(ours.cfg.model_copy(update={"hook_name": hook_name}), ours.weights, source="api")
+            cfg = ours.cfg.model_copy(update={"hook_name": hook_name})
+            ours = SparseAutoencoder(cfg, ours.weights, source="api")
         return ours, sae_fingerprint(ours)
     log.info("score_checkpoint: %s is run through its own encode (architecture not converted)", type(sae).__name__)
     return ForeignSAE(sae, hook_name, input_scale), sae_fingerprint(sae)

@@ -126,13 +126,27 @@ class BatchLedger:
                 )
             self.db.table("batches").update((self.run_id, batch_key), {"state": "ingested", "updated_at": _now()})
 
+    def mark_unusable(self, custom_ids: Sequence[str]) -> None:
+        """Answers a stage could not use (unreadable, or part of a failed feature): `retryable` set, so
+        --retry-failed sends their requests again (the answer is kept until then)."""
+        if not custom_ids:
+            return
+        self.store._writing()
+        with self.db.atomic():
+            marks = ", ".join("?" * len(custom_ids))
+            self.db.execute(
+                f"UPDATE batch_requests SET retryable = 1 WHERE run_id = ? AND custom_id IN ({marks})",
+                [self.run_id, *custom_ids],
+            )
+
     def forget_failed(self) -> int:
-        """Drop the requests that got no answer (errored, expired, canceled), so the next pass asks for them
-        again and they go out in a new batch; returns how many (for --retry-failed)."""
+        """Drop the requests that got no answer (errored, expired, canceled) or an unusable one, so the next
+        pass asks for them again and they go out in a new batch; returns how many (for --retry-failed)."""
         self.store._writing()
         with self.db.atomic():
             cursor = self.db.execute(
-                "DELETE FROM batch_requests WHERE run_id = ? AND status NOT IN ('pending', 'succeeded')",
+                "DELETE FROM batch_requests WHERE run_id = ? AND status != 'pending' "
+                "AND (status != 'succeeded' OR retryable = 1)",
                 [self.run_id],
             )
             return cursor.rowcount

@@ -16,7 +16,9 @@ Requests are identified by a hash of backend and request (`request_id`, the batc
 asks for exactly the requests a live run would send, and a request is never submitted twice. Every batch and
 its requests are stored before submission (autointerp.batch_ledger) and the provider's id right after, so a
 run killed at any point resumes by finding and polling the same batches. A request that errored or expired
-fails its feature like a failed live call; `--retry-failed` drops those answers and resubmits only them.
+fails its feature like a failed live call; so do answers that stayed unreadable after the stage's re-asks.
+`--retry-failed` drops exactly those requests' outcomes (the ones a stored failure's calls point to) and
+resubmits only them.
 Costs come from the stored responses, marked `via_batch`, at the provider's batch discount.
 """
 
@@ -50,7 +52,7 @@ from autointerp.scorers import ScoringItem, make_scorer
 BATCH_KINDS = ("anthropic", "openai")  # the backends whose providers have a batch API
 MAX_ROUNDS = 12  # explain + score, and the stages' own re-asks of unreadable answers (a few each)
 IDLE_TICK_S = 0.02  # a replay pass makes no I/O: this long with nothing asked, `IDLE_TICKS` times, is the end
-IDLE_TICKS = 5
+IDLE_TICKS = 10
 FIND_SLACK = datetime.timedelta(minutes=10)  # clock difference allowed when finding an unstored batch
 
 
@@ -77,10 +79,37 @@ def request_id(backend: str, request: LLMRequest) -> str:
 
 
 class Activity:
-    """Counts requests asked during a pass; a pass is over when the count stops moving."""
+    """What a pass does: `count` of requests asked and store calls (a pass with requests waiting is over when it
+    stops moving); `answered`: prompt hash (CallRecord.prompt_hash) -> custom id of each stored answer used."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.answered: dict[str, str] = {}
+
+
+class _CountingStore:
+    """The run's store, counting every call into `activity` (a feature being scored, CPU only, still shows as
+    activity, so a pass is not cut short while features finish). A failure stored with its calls marks the
+    stored answers those calls got as unusable, so `--retry-failed` asks for them again."""
+
+    _WITH_CALLS = frozenset({"record_failure", "save_scored"})
+
+    def __init__(self, store: Any, activity: Activity, ledger: BatchLedger) -> None:
+        self._store, self._activity, self._ledger = store, activity, ledger
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._activity.count += 1
+            if name in self._WITH_CALLS:
+                failed = [c.prompt_hash for c in kwargs.get("calls") or () if not c.ok]
+                self._ledger.mark_unusable([self._activity.answered[h] for h in failed if h in self._activity.answered])
+            return value(*args, **kwargs)
+
+        return counted
 
 
 class ReplayBackend:
@@ -113,6 +142,7 @@ class ReplayBackend:
             self._wanted[cid] = (self._backend, request)
             await asyncio.Event().wait()  # until the pass is cancelled
         assert answer is not None
+        self._activity.answered[request.prompt_hash()] = cid
         if answer.response is None:
             raise LLMCallError(self._backend.name, None, f"batch request {cid} {answer.status}: {answer.error}", 1)
         return answer.response
@@ -192,14 +222,26 @@ async def _replay_pass(
     activity = Activity()
     replays = {id(b): ReplayBackend(b, answers, wanted, activity) for b in (explainer, simulator)}
     stand_ins = cast(Any, (replays[id(explainer)], replays[id(simulator)], baseline, note))
+    counted = cast(Any, _CountingStore(store, activity, BatchLedger(store, run_id)))
     main = asyncio.create_task(
-        interpret_run(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter, backends=stand_ins)
+        interpret_run(counted, run_id, cfg, retry_failed=retry_failed, reporter=reporter, backends=stand_ins)
     )
-    probes = [asyncio.ensure_future(p) for p in _control_probes(store, run_id, cfg, cast(Any, stand_ins[1]))]
-    last, still = -1, 0
-    while not main.done() and still < IDLE_TICKS:
-        await asyncio.sleep(IDLE_TICK_S)
-        still, last = (still + 1, last) if activity.count == last else (0, activity.count)
+    probes: list[asyncio.Future] = []
+    probed = False
+    while not main.done():
+        last, still = -1, 0
+        # Over when requests wait and nothing has moved for IDLE_TICKS ticks; with none waiting, the pass is
+        # still working (a feature's scoring is CPU only) and runs to its end.
+        while not main.done() and (still < IDLE_TICKS or not wanted):
+            await asyncio.sleep(IDLE_TICK_S)
+            still, last = (still + 1, last) if activity.count == last else (0, activity.count)
+        if probed or main.done():
+            break
+        # Idle: explanations this pass could store are stored, so the controls can be asked for now.
+        probed = True
+        probes = [asyncio.ensure_future(p) for p in _control_probes(store, run_id, cfg, cast(Any, stand_ins[1]))]
+        if not probes:
+            break
     for task in (*probes, main):
         task.cancel()
     await asyncio.gather(*probes, return_exceptions=True)
@@ -282,7 +324,11 @@ async def _submit(
             client.check(chunk)  # refuse a request the provider would, before anything is stored or sent
             key = f"autointerp-{uuid.uuid4().hex[:20]}"
             ledger.record_submission(key, name, stage, chunk)
-            batch_id = await client.submit(chunk, key=key)
+            try:
+                batch_id = await client.submit(chunk, key=key)
+            except LLMCallError as exc:  # the batch may exist all the same: _settle looks for it before resending
+                reporter.note(f"Submitting {stage} batch {key} to {name} failed ({exc}); looking for it next.")
+                continue
             ledger.record_batch_id(key, batch_id)
             reporter.note(f"Submitted {stage} batch {batch_id} to {name}: {len(chunk)} requests.")
 
@@ -299,7 +345,7 @@ async def run_batched(
     ledger = BatchLedger(store, run_id)
     if retry_failed:
         dropped = ledger.forget_failed()
-        reporter.note(f"--retry-failed: {dropped} batch request(s) that got no answer will be sent again.")
+        reporter.note(f"--retry-failed: {dropped} batch request(s) without a usable answer will be sent again.")
     quiet = _PassReporter(reporter)
     for round_no in range(1, MAX_ROUNDS + 1):
         await _settle(ledger, clients, reporter, cfg.llm.batch_poll_s)

@@ -168,7 +168,10 @@ class ScoringConfig(BaseModel):
 
 
 class RunConfig(BaseModel):
-    sae: str = Field(description="SAE folder (SAELens or sparsify layout) or 'demo' for the built-in one")
+    sae: str = Field(
+        description="SAE folder (SAELens or sparsify layout), 'demo' for the built-in one, or a SAELens pretrained "
+        "name 'release/sae_id' (read from the Hugging Face cache)"
+    )
     model: str | None = Field(
         default=None,
         description="subject model (TransformerLens name or 'smollm2-135m'; default: the SAE's metadata.model_name)",

@@ -269,6 +269,10 @@ class StreamedContexts:
             expected(f"Corpus {self.spec.source!r}", f"fewer than {last + 1} contexts", "the corpus that was sampled")
         )
 
+    def identity(self) -> str:
+        """The corpus's settings (a checkpoint key; hashing the tokens would mean reading them all)."""
+        return f"{self.spec.model_dump_json()}:{self.context_size}:{self.prepend_bos}:{self.max_tokens}"
+
     def fingerprint(self) -> tuple[str, int]:
         """(sha256 prefix, number of tokens): the same digest as hashing `tokenise_corpus`'s tensor."""
         digest, n = hashlib.sha256(), 0

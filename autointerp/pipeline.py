@@ -136,36 +136,47 @@ def run_folder(cfg: RunConfig) -> Path:
 
 
 def open_run(cfg: RunConfig, create: bool = True):
-    """The run's store and run id; refuses a run directory made with settings that change results."""
-    from autointerp.store import RunStore
+    """The run's store and run id; refuses a run directory made with settings that change results. The check
+    reads the database read-only first, so a refused directory is left byte for byte as it was (a writable
+    open, once closed, checkpoints the WAL and rewrites the file's header)."""
+    from autointerp.store import DB_NAME, RunStore
 
     run_dir = run_folder(cfg)
+    if create and (run_dir / DB_NAME).is_file() and (run_dir / DB_NAME).stat().st_size > 0:
+        with RunStore.open(run_dir, create=False) as reader:
+            refuse_other_settings(reader, cfg, run_dir)
     store = RunStore.open(run_dir, create=create)
     run_id = store.latest_run_id()
     if run_id is not None:
-        stored = store.get_run(run_id)["results_key"]
-        wanted = json.loads(json.dumps(cfg.results_key()))
-        diffs = settings_differences(stored, wanted)
-        if store.load_explanations(run_id):
-            # LLM settings and scorers left open by `autointerp sample` may be settled now; decided ones may not change.
-            diffs = [d for d in diffs if not (d[0].startswith(("llm.", "scoring.scorers")) and d[1] is None)]
-        else:
-            # No stored result depends on the LLM and scoring settings before the first LLM explanation (every
-            # explain call may have failed): they may change, e.g. a bad --explainer fixed after sampling.
-            diffs = [d for d in diffs if not d[0].startswith(("llm.", "scoring."))]
-        found = store.get_run(run_id)["sae_fingerprint"]
-        if found != sae_fingerprint(load_sae(cfg.sae)):
-            diffs.append(("SAE weights", f"fingerprint {found}", "another SAE's"))
-        if diffs:
-            store.close()
-            listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in diffs[:6])
-            raise StoreError(
-                f"Run directory {run_dir} holds a run made with other settings ({listed}). Resuming would mix "
-                f"results; expected the same settings, or a new --run-dir for the new ones."
-            )
-        if stored != wanted:
+        if not create:
+            refuse_other_settings(store, cfg, run_dir)
+        if store.get_run(run_id)["results_key"] != json.loads(json.dumps(cfg.results_key())):
             store.update_run_config(run_id, cfg)
     return store, run_id, run_dir
+
+
+def refuse_other_settings(store, cfg: RunConfig, run_dir: Path) -> None:
+    """StoreError when the directory's latest run was made with settings (or an SAE) that change results."""
+    run_id = store.latest_run_id()
+    if run_id is None:
+        return
+    run = store.get_run(run_id)
+    diffs = settings_differences(run["results_key"], json.loads(json.dumps(cfg.results_key())))
+    if store.load_explanations(run_id):
+        # LLM settings and scorers left open by `autointerp sample` may be settled now; decided ones may not change.
+        diffs = [d for d in diffs if not (d[0].startswith(("llm.", "scoring.scorers")) and d[1] is None)]
+    else:
+        # No stored result depends on the LLM and scoring settings before the first LLM explanation (every
+        # explain call may have failed): they may change, e.g. a bad --explainer fixed after sampling.
+        diffs = [d for d in diffs if not d[0].startswith(("llm.", "scoring."))]
+    if run["sae_fingerprint"] != sae_fingerprint(load_sae(cfg.sae)):
+        diffs.append(("SAE weights", f"fingerprint {run['sae_fingerprint']}", "another SAE's"))
+    if diffs:
+        listed = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in diffs[:6])
+        raise StoreError(
+            f"Run directory {run_dir} holds a run made with other settings ({listed}). Resuming would mix "
+            f"results; expected the same settings, or a new --run-dir for the new ones."
+        )
 
 
 def with_model_name(cfg: RunConfig) -> RunConfig:

@@ -5,9 +5,17 @@ Library code (the orchestration, the LLM stages, the Python API) takes a `Report
 the notes (logger `autointerp.reporting`, level INFO) and shows no progress, so a training loop that
 calls `score_checkpoint` prints nothing. The command line passes `autointerp.terminal.TerminalReporter`,
 which prints the notes and draws progress bars; a caller of the Python API may pass it too.
+
+Slow work done once and cached (a model converted on first use) happens deep below any code that holds a
+reporter; it announces itself with `one_off(...)`, which notes through the reporter made current with
+`use_reporter` (the terminal's one makes itself current) and otherwise logs.
 """
 
+import contextlib
 import logging
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Self
 
@@ -47,3 +55,24 @@ class Reporter:
     def progress(self) -> Progress:
         """A new progress display, to be used as a context manager around the work it counts."""
         return Progress()
+
+
+_CURRENT: ContextVar[Reporter | None] = ContextVar("autointerp_reporter", default=None)
+
+
+def use_reporter(reporter: Reporter | None) -> None:
+    """Make `reporter` the one `one_off` notes through, in this context and the threads and tasks it starts."""
+    _CURRENT.set(reporter)
+
+
+@contextlib.contextmanager
+def one_off(what: str, expect: str = "") -> Iterator[None]:
+    """Announce slow work as it starts and say how long it took, so a first run is not silent for a minute.
+    `what` says what is done ("Converting SmolLM2-135M from GGUF for TransformerLens"), `expect` how long it
+    usually takes and why it happens only once. Notes through the current reporter (`use_reporter`), else logs."""
+    reporter = _CURRENT.get()
+    say = reporter.note if reporter is not None else log.info
+    say(f"{what} ({expect}) ..." if expect else f"{what} ...")
+    started = time.monotonic()
+    yield
+    say(f"{what}: done in {time.monotonic() - started:.0f} s.")

@@ -27,6 +27,14 @@ json's `bootstrap_std`: the feature's own scored windows resampled with replacem
 feature); not a re-draw of fresh windows), undefined left out; its `_mean` is the typical per-feature
 spread to read next to `correlation_mean`. Rows stored before it existed have none.
 
+Fresh draws (autointerp.redraws, `--redraws N`): `redraw_std_<score>_*` for correlation, detection balanced
+accuracy and detection AUROC summarises each redrawn feature's std over its own draw and its redraws;
+`redraw_draws` is the draws per feature (0: none).
+
+Coverage: `scored` counts features every configured scorer judged; `partly_scored` those a scorer failed on
+(`partly_scored_missing`: feature -> missing scorers; `--retry-failed` redoes them). `notes`: plain sentences
+on what the run's scores can and cannot show, from its backends (reading_notes; the CLI prints them).
+
 Detection (the detection scorer's rows, where it ran): `detection_<score>_*` for balanced accuracy,
 precision, recall and AUROC of the LLM explanation (undefined left out: precision when the judge said yes
 to nothing, AUROC when it gave no probabilities), and `detection_<score>_lift_*`, the lift over the baseline

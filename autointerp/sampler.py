@@ -89,6 +89,10 @@ class Contexts(Protocol):
         """Tokens [n, L] of the given context ids (for the windows' token ids at the end)."""
         ...
 
+    def identity(self) -> str:
+        """A string that changes with the corpus, so a checkpoint of another corpus is not resumed."""
+        ...
+
 
 class TensorContexts:
     """Contexts held in memory as one [N, L] tensor."""
@@ -104,6 +108,9 @@ class TensorContexts:
 
     def tokens_of(self, context_ids: np.ndarray) -> np.ndarray:
         return self.tokens_NL[torch.from_numpy(context_ids)].numpy()
+
+    def identity(self) -> str:
+        return hashlib.sha256(self.tokens_NL.numpy().tobytes()).hexdigest()[:16]
 
 
 def iter_batches(tokens_NL: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -308,7 +315,7 @@ def sample_features(
     passes, sentence = plan_passes(features, cfg, contexts.context_size, sae.device)
     if reporter and rank == 0:
         reporter.note(sentence)
-    extra = f"{first_position}:{contexts.context_size}:{getattr(contexts, 'fingerprint', '')}"
+    extra = f"{first_position}:{contexts.context_size}:{contexts.identity()}"
     checkpoints = Checkpoints(checkpoint_dir, cfg, rank, world, extra) if checkpoint_dir else None
     decode = decode or token_decoder(model.tokenizer)
     t0 = time.perf_counter()

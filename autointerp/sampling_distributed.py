@@ -9,8 +9,8 @@ so every hash draw (split, keys, offsets) is the one a single process makes. A w
 not divide the number of contexts is fine: ranks differ by at most one context (a rank may even get
 none), and nothing is exchanged per batch, so uneven shares cost no waiting until the merge. At the end
 of each pass the ranks' states are reduced pairwise in a binary tree onto rank 0 (log2(world) rounds,
-at most two states in memory per rank, sent as raw tensors); `sampler_state.merge` is associative and commutative, so the
-tree gives exactly the state one process would hold (hard negatives aside, see sampler_state.py).
+at most two states in memory per rank, sent as raw tensors); `sampler_state.merge` is associative and
+commutative, so the tree gives exactly the state one process would hold (hard negatives aside, see sampler_state.py).
 
 A rank that dies: on gloo, ranks meet at a monitored barrier before the merge, which names the ranks
 that did not arrive; torchrun also reports the failed rank and exit code. Each rank checkpoints its own
@@ -63,19 +63,41 @@ def barrier() -> None:
         _meet("the end of sampling")
 
 
+_meetings = [0]  # meetings so far: every rank counts the same sequence, so keys match across ranks
+
+
 def _meet(where: str) -> None:
-    """Wait for every rank; on gloo, a rank that never arrives is named."""
-    rank, _ = rank_and_world()
-    if dist.get_backend() != "gloo":
-        dist.barrier()
-        return
+    """Wait for every rank. Each rank first signs in at the process group's key-value store (the one
+    torchrun or init_process_group set up), so when the wait fails, the ranks that never signed in are
+    named whether the failure was a timeout or a connection a dead rank closed."""
+    rank, world = rank_and_world()
+    _meetings[0] += 1
+    prefix = f"autointerp/meeting{_meetings[0]}/rank"
+    store = _store()
+    if store is not None:
+        store.set(f"{prefix}{rank}", "arrived")
     try:
-        dist.monitored_barrier(timeout=datetime.timedelta(seconds=rank_timeout_s()), wait_all_ranks=True)
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=rank_timeout_s()), wait_all_ranks=True)
+        else:
+            dist.barrier()
     except RuntimeError as err:
+        missing = "unknown"
+        if store is not None:
+            missing = ", ".join(str(r) for r in range(world) if not store.check([f"{prefix}{r}"])) or "none"
         raise RankFailure(
-            f"Sampling rank {rank}: not every rank reached {where} within {rank_timeout_s():.0f}s ({err}). "
-            "Expected all ranks alive; rerun the same command to resume every rank from its checkpoint."
+            f"Sampling rank {rank}: rank(s) {missing} of {world} did not reach {where} within {rank_timeout_s():.0f}s "
+            f"(died or stalled; {err}). Expected all ranks alive; rerun the same command to resume every rank "
+            "from its checkpoint."
         ) from err
+
+
+def _store():
+    """The default process group's store, or None (a private torch accessor, stable since 1.x)."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
 
 
 def gather_and_merge(state: FeatureState, cfg: SamplerConfig) -> FeatureState | None:
@@ -119,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from autointerp.cli import RunFlagHelpFormatter, add_run_flags, build_config
     from autointerp.corpus import StreamedContexts
-    from autointerp.pipeline import DEFAULT_CONTEXT_SIZE, load_inputs, open_run, with_model_name
+    from autointerp.pipeline import DEFAULT_CONTEXT_SIZE, load_inputs, open_run, run_folder, with_model_name
+    from autointerp.preflight import check_run
     from autointerp.reporting import Reporter
+    from autointerp.run_lock import RunLock
     from autointerp.sampler import hook_activations, plan_passes, sample_features
     from autointerp.selection import choose_features, probe_log10_density
 
@@ -130,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", default=None)
     add_run_flags(parser)
     cfg = with_model_name(build_config(parser.parse_args(argv)))
+    check_run(cfg, llm=False)  # every rank, before the process group: a bad setting stops them all at once
     rank, world = init_from_env(cfg.device)
     reporter: Reporter
     if rank == 0:
         from autointerp.terminal import TerminalReporter
 
         reporter = TerminalReporter()
+        RunLock(run_folder(cfg)).acquire()  # one writer per run folder; held until this process ends
         store, run_id, run_dir = open_run(cfg)
         if run_id is not None and store.load_samples(run_id):
             reporter.note(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")

@@ -14,7 +14,6 @@ Hugging Face model's, which is what SAEs trained through SAELens saw.
 import contextlib
 import hashlib
 import importlib.util
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from autointerp.dtypes import parse_dtype
 from autointerp.errors import InputError, expected
+from autointerp.reporting import one_off
 
 BUILTIN_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 # Names SAE configs use for the model the built-in one stands in for.
@@ -137,10 +137,13 @@ def _build_smollm2_cache(target: Path, n_ctx: int) -> None:
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.pretrained.weight_conversions import convert_llama_weights
 
-    logging.getLogger(__name__).info("Converting SmolLM2-135M from GGUF (once; cached at %s)", target)
-    hf_model, tokenizer = load_hf_smollm2(torch.float32)
-    cfg_dict = _llama_tl_config(hf_model.config, n_ctx)
-    state = convert_llama_weights(hf_model, HookedTransformerConfig.from_dict(cfg_dict))
+    with one_off(
+        "Converting the subject model SmolLM2-135M from GGUF for TransformerLens",
+        f"once, ~25 s on 2 CPU cores; cached at {target}",
+    ):
+        hf_model, tokenizer = load_hf_smollm2(torch.float32)
+        cfg_dict = _llama_tl_config(hf_model.config, n_ctx)
+        state = convert_llama_weights(hf_model, HookedTransformerConfig.from_dict(cfg_dict))
     tmp = target.with_suffix(".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")

@@ -14,6 +14,8 @@ Per-batch faults come from `server.batch_faults` (in creation order, then "ok"):
     "slow:2"    ends 2 s after creation (the caller must poll)
     "expire:N"  the first N requests ran, the rest expired (OpenAI: status "expired"); "expire" = none ran
     "fail"      OpenAI: the input file failed validation (status "failed", nothing ran)
+    "lost"      the batch is created and runs, but the create call is answered 500 (the reply was lost: the
+                caller must find the batch, not submit it again)
 
 Per-request faults come from the server's `faults` script, one per batch request in order: "ok", or an HTTP
 status ("400", "500"...) that becomes that request's error. Test-only code, stdlib only.
@@ -42,6 +44,7 @@ class LoopbackBatch:
     canceled: bool = False
     failed: bool = False
     expired: bool = False
+    reply_lost: bool = False
     metadata: dict | None = None
     input_file_id: str | None = None
     output_file_id: str | None = None
@@ -70,7 +73,7 @@ class BatchEndpoints:
         if parts[:3] == ["v1", "messages", "batches"]:
             rest = parts[3:]
             if method == "POST" and not rest:
-                return 200, self._anthropic_create(json.loads(raw))
+                return self._lost_or(self._anthropic_create(json.loads(raw)))
             if method == "GET" and not rest:
                 return 200, self._page([self._anthropic_json(b) for b in self._of_kind("anthropic")], "anthropic")
             batch = self.batches.get(rest[0]) if rest else None
@@ -93,7 +96,8 @@ class BatchEndpoints:
             return 404, {"error": {"message": "no such file", "type": "invalid_request_error"}}
         if parts[:2] == ["v1", "batches"]:
             if method == "POST" and len(parts) == 2:
-                return self._openai_create(json.loads(raw))
+                status, body = self._openai_create(json.loads(raw))
+                return self._lost_or(body) if status == 200 else (status, body)
             if method == "GET" and len(parts) == 2:
                 return 200, self._page([self._openai_json(b) for b in self._of_kind("openai")], "openai")
             batch = self.batches.get(parts[2]) if len(parts) > 2 else None
@@ -105,6 +109,12 @@ class BatchEndpoints:
                 batch.canceled = not batch.ended or batch.canceled
                 return 200, self._openai_json(batch)
         return None
+
+    def _lost_or(self, body: dict) -> tuple[int, dict]:
+        """A created batch's reply, or a 500 in its place when its fault says the reply was lost."""
+        if self.batches[body["id"]].reply_lost:
+            return 500, {"type": "error", "error": {"type": "api_error", "message": "loopback fault: reply lost"}}
+        return 200, body
 
     def _of_kind(self, kind: str) -> list[LoopbackBatch]:
         return sorted((b for b in self.batches.values() if b.kind == kind), key=lambda b: -b.created_at)
@@ -134,6 +144,7 @@ class BatchEndpoints:
         if name == "fail":
             batch.failed = True
             run = 0
+        batch.reply_lost = name == "lost"
         for i, (custom_id, body) in enumerate(requests):
             item: dict[str, Any] = {"custom_id": custom_id}
             if i >= run:

@@ -114,6 +114,7 @@ def test_every_run_flag_is_a_documented_run_config_field_and_shows_its_descripti
                 typing.get_origin(option) is typing.Literal
                 and all(isinstance(v, kind) for v in typing.get_args(option))
             )
+            or (kind is str and typing.get_origin(option) is list)  # comma-separated, split by the field's validator
             for option in options
         ), f"{flag} takes {kind.__name__}; {dotted} is {field.annotation}"
 
@@ -184,3 +185,15 @@ def test_only_the_command_line_talks_to_the_terminal():
     assert terminal_uses("from rich.console import Console\nConsole().print(1)\nConsole(file=b)") == [
         "Console() at line 2"
     ]
+
+
+def test_scorers_and_redraws_flags_reach_the_config():
+    from autointerp.cli import build_config, parser
+    from autointerp.errors import InputError
+
+    args = parser().parse_args(["run", "--sae", "demo", "--scorers", "detection, simulation", "--redraws", "3"])
+    cfg = build_config(args)
+    assert cfg.scoring.scorers == ["detection", "simulation"] and cfg.scoring.redraws == 3
+    assert "redraws" not in cfg.results_key()["scoring"]  # redraws add rows of their own, no stored score changes
+    with pytest.raises(InputError, match="scoring.scorers"):
+        build_config(parser().parse_args(["run", "--sae", "demo", "--scorers", "fuzzing"]))

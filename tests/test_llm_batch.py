@@ -185,3 +185,19 @@ def test_split_items_respects_counts_and_sizes() -> None:
     items = [item(f) for f in range(7)]
     assert [len(c) for c in split_items(items, 3)] == [3, 3, 1]
     assert [len(c) for c in split_items(items, 10, max_bytes=25, size=lambda r: 10)] == [2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_create_whose_reply_is_lost_is_not_retried_and_is_found(kind: str, server: LoopbackServer) -> None:
+    server.batch_faults.append("lost")  # made and running, but the create call is answered 500
+    client = batch_client(backend_for(kind, server))  # max_attempts=2: a retryable 500 would be sent again
+    since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
+
+    async def go():
+        with pytest.raises(LLMCallError, match="reply lost"):
+            await client.submit([item(1), item(2)], key="run8-explain-0")
+        return await client.find("run8-explain-0", since=since, n_requests=2)
+
+    found = asyncio.run(go())
+    assert len(server.batches) == 1  # a second create would have billed the same requests twice
+    assert [s.batch_id for s in found] == list(server.batches)

@@ -102,6 +102,7 @@ def test_the_carried_catalogue_is_the_installed_saelens_catalogue():
         assert carried["other_formats"][release] == installed["other_formats"][release]
 
 
+@pytest.mark.slow  # two runs of the built-in model
 def test_a_cli_run_on_a_pretrained_name_pairs_with_the_same_sae_given_as_a_folder(hub_cache, tmp_path, capsys):
     """`--sae release/sae_id` runs end to end offline, its run carries the same fingerprint as the same
     files given as `--sae demo`, and the Neuronpedia export takes model and source from the catalogue."""

@@ -15,7 +15,7 @@ from autointerp.cli import main
 from autointerp.errors import EXIT_OK, EXIT_STORE
 from autointerp.run_lock import LOCK_NAME, RunFolderBusy, RunLock, holds
 
-DEMO = ["--sae", "demo", "--n-tokens", "2048", "--n-features", "2", "--explainer", "baseline", "--simulator", "baseline"]
+DEMO = "--sae demo --n-tokens 2048 --n-features 2 --explainer baseline --simulator baseline".split()
 HOLDER = (
     "import sys, time\n"
     "from autointerp.run_lock import RunLock\n"
@@ -34,7 +34,11 @@ def hold_in_another_process(run_dir: Path) -> subprocess.Popen:
 def autointerp(*argv: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(
-        [sys.executable, "-m", "autointerp.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "autointerp.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -94,8 +98,9 @@ def test_a_second_run_on_one_folder_is_refused_at_once_and_readers_work_meanwhil
         assert main(["table", str(run_dir), "--format", "csv"]) == EXIT_OK
         assert main(["compare", str(run_dir), str(run_dir), "--format", "json"]) == EXIT_OK
         assert main(["export", str(run_dir), "--format", "jsonl", "--out", str(tmp_path / "jsonl")]) == EXIT_OK
-        feature = sqlite3.connect(run_dir / "autointerp.sqlite").execute("SELECT min(feature) FROM features")
-        assert main(["show", str(run_dir), str(feature.fetchone()[0])]) == EXIT_OK
+        with sqlite3.connect(f"file:{run_dir / 'autointerp.sqlite'}?mode=ro", uri=True) as conn:
+            feature = conn.execute("SELECT min(feature) FROM features").fetchone()[0]
+        assert main(["show", str(run_dir), str(feature)]) == EXIT_OK
         assert main(["sample", *DEMO, "--run-dir", str(run_dir)]) == EXIT_STORE  # writers do
     finally:
         holder.kill()

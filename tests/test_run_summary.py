@@ -182,3 +182,39 @@ def test_run_summary_of_an_empty_run_and_of_no_run(tmp_path):
     assert (summary["sampled"], summary["scored"], summary["failed"], summary["llm_calls"]) == (0, 0, 0, 0)
     assert summary["cost_usd"] == 0.0 and summary["lift_mean"] is None and summary["lift_n"] == 0
     assert summary["correlation_n"] == 0 and summary["null_p05_share"] is None
+
+
+def test_reading_notes_say_what_local_and_baseline_scores_can_and_cannot_show():
+    from autointerp.run_summary import (
+        BASELINE_NOTE,
+        LOCAL_EXPLAINER_NOTE,
+        LOCAL_JUDGE_NOTE,
+        READ_LIFTS_NOTE,
+        reading_notes,
+    )
+
+    local = reading_notes({"llm": {"explainer": "local", "simulator": None}})
+    assert local == [LOCAL_EXPLAINER_NOTE, LOCAL_JUDGE_NOTE, READ_LIFTS_NOTE]
+    assert "135M" in local[0] and "no context" in local[1]
+    assert (
+        reading_notes({"llm": {"explainer": "anthropic:claude-haiku-5-5", "simulator": "local"}})[0] == LOCAL_JUDGE_NOTE
+    )
+    assert reading_notes({"llm": {"explainer": "baseline"}}) == [BASELINE_NOTE, READ_LIFTS_NOTE]
+    assert reading_notes({"llm": {"explainer": "anthropic:claude-haiku-5-5"}}) == []
+
+
+def test_the_end_of_run_table_prints_the_notes(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from autointerp.config import LLMConfig
+    from autointerp.show import summary_table
+
+    with RunStore.open(tmp_path, create=True) as store:
+        store.create_run(RUN, "local", RunConfig(sae="demo", llm=LLMConfig(explainer="local")), "sae", "corpus", {})
+        summary = run_summary(store, RUN)
+    console = Console(file=io.StringIO(), width=100)
+    console.print(summary_table(summary))
+    text = " ".join(console.file.getvalue().split())
+    assert "its explanations are close to noise" in text and "reads each token alone" in text

@@ -472,3 +472,38 @@ def test_bad_sparsity_file(tmp_path: Path) -> None:
     save_file({"sparsity": torch.zeros(D_SAE - 1)}, directory / "sparsity.safetensors")
     with pytest.raises(InputError, match=r"sparsity.safetensors.*\(63,\)"):
         load_sae(directory)
+
+
+@pytest.mark.parametrize("normalize", ["none", "constant_norm_rescale", "layer_norm"])
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu", "topk"])
+def test_a_saelens_object_converts_to_the_sae_its_saved_folder_loads_as(tmp_path, architecture, normalize):
+    """from_saelens (score_checkpoint's path for SAELens objects) encodes as SAELens does, per-token input
+    normalisation included, and fingerprints as `load_sae` of the folder SAELens saves."""
+    import sae_lens
+
+    from autointerp.sae.in_memory import from_saelens
+
+    config_class = {
+        "standard": sae_lens.StandardSAEConfig,
+        "jumprelu": sae_lens.JumpReLUSAEConfig,
+        "topk": sae_lens.TopKSAEConfig,
+    }[architecture]
+    extra = {"k": 6} if architecture == "topk" else {}
+    cfg = config_class(d_in=D_IN, d_sae=D_SAE, normalize_activations=normalize, **extra)
+    cfg.metadata.hook_name = "blocks.2.hook_resid_post"
+    cfg.metadata.context_size = 77
+    lens = sae_lens.SAE.from_dict(cfg.to_dict())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in lens.parameters():
+            p.normal_(0, 0.3)
+    x_ND = 3 * torch.randn(10, D_IN) + 1
+    ours = from_saelens(lens)
+    close(ours.encode(x_ND), lens.encode(x_ND))
+    lens.save_model(tmp_path / "saved")
+    assert sae_fingerprint(ours) == sae_fingerprint(load_sae(tmp_path / "saved"))
+    assert (ours.cfg.context_size, ours.cfg.hook_name, ours.cfg.normalize_activations) == (
+        77,
+        "blocks.2.hook_resid_post",
+        normalize,
+    )

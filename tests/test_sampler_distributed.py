@@ -147,10 +147,10 @@ def test_two_gloo_ranks_through_the_model_equal_one_process(tmp_path, tiny_model
 def test_a_rank_that_dies_is_named(tmp_path):
     rank0, rank1 = run_ranks(tmp_path, "dies", {"AUTOINTERP_RANK_TIMEOUT_S": "5"})
     assert rank1 == "missing"
-    assert "not every rank reached the merge" in rank0["error"]
-    assert "1" in rank0["error"].split("(", 1)[1]  # gloo's message lists the missing rank
+    assert "rank(s) 1 of 2 did not reach the merge" in rank0["error"]
 
 
+@pytest.mark.slow  # four rank processes in two rounds: about a minute on 2 cores
 def test_a_killed_rank_is_named_and_the_rerun_resumes_every_rank(tmp_path, tiny_model):
     """Rank 1 dies mid-pass: rank 0 names it at the merge. Rerunning the same job resumes both ranks
     from their checkpoints and gives the one-process records (hard negatives aside)."""
@@ -158,7 +158,7 @@ def test_a_killed_rank_is_named_and_the_rerun_resumes_every_rank(tmp_path, tiny_
 
     env = {"AUTOINTERP_RANK_TIMEOUT_S": "5"}
     rank0, rank1 = run_ranks(tmp_path, "killed", env)
-    assert rank1 == "missing" and "Ranks 1 failed" in rank0["error"]
+    assert rank1 == "missing" and "rank(s) 1 of 2 did not reach the merge" in rank0["error"]
     files = sorted(p.name for p in (tmp_path / "sampling").glob("*.pt"))
     assert files == ["pass000-rank000-of002.pt", "pass000-rank001-of002.pt"]
     for f in tmp_path.glob("rank*.pkl"):

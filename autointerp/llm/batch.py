@@ -20,8 +20,9 @@ caller records them per item and resubmits only those. Nothing here stores anyth
 the batch id as soon as `submit` returns (a batch submitted and never stored is found again with `find`,
 by the `key` given to `submit` on OpenAI, by creation time and size on Anthropic).
 
-Control calls (create, retrieve, list, cancel, file transfers) are retried like live calls
-(autointerp.llm.retry); a call that still fails raises LLMCallError.
+Control calls (retrieve, list, cancel, file transfers) are retried like live calls (autointerp.llm.retry); a
+call that still fails raises LLMCallError. Creating a batch is tried once: a create whose reply was lost may
+have made the batch, and a retry would make (and bill) a second one; the caller finds it with `find`.
 """
 
 from __future__ import annotations
@@ -208,8 +209,17 @@ class BatchClient(ABC):
     @abstractmethod
     def _item_json(self, custom_id: str, request: LLMRequest) -> dict[str, Any]: ...
 
-    async def _control(self, sdk: Any, describe: Callable[[Any], str], call: Callable[[], Awaitable[T]]) -> T:
-        """One control call with the backend's retry policy; LLMCallError when it cannot succeed."""
+    async def _control(
+        self, sdk: Any, describe: Callable[[Any], str], call: Callable[[], Awaitable[T]], *, once: bool = False
+    ) -> T:
+        """One control call with the backend's retry policy (`once`: a single try, for calls that must not be
+        repeated blindly); LLMCallError when it cannot succeed."""
+        if once:
+            try:
+                with sdk_errors_translated(sdk, describe):
+                    return await call()
+            except (TransientError, PermanentError) as exc:
+                raise self.backend._call_error(exc, 1) from None
         attempts = 0
         try:
             async for attempt in self.backend.retry.attempts():
@@ -273,7 +283,8 @@ class AnthropicBatches(BatchClient):
     async def _submit(self, items: Sequence[tuple[str, LLMRequest]], key: str | None) -> str:
         sdk, describe = self._sdk()
         body = [self._item_json(cid, r) for cid, r in items]
-        batch = await self._control(sdk, describe, lambda: self.backend.client.messages.batches.create(requests=body))
+        create = lambda: self.backend.client.messages.batches.create(requests=body)  # noqa: E731
+        batch = await self._control(sdk, describe, create, once=True)
         return batch.id
 
     def _status(self, batch: Any) -> BatchStatus:
@@ -398,6 +409,7 @@ class OpenAIBatches(BatchClient):
                 completion_window="24h",
                 **({"metadata": metadata} if metadata else {}),
             ),
+            once=True,
         )
         return batch.id
 

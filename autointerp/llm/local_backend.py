@@ -23,8 +23,8 @@ log-probabilities (normalised by the caller).
 
 The dequantised weights are cached under autointerp.subject_model.cache_dir() (AUTOINTERP_CACHE) so
 later processes load them in seconds. Calls run one at a time (max_in_flight 1) in a worker thread; a
-call cut off by `timeout_s` cannot be cancelled there, so on a slow CPU raise `timeout_s` rather than
-rely on retries. The backend is for running the whole pipeline for real
+call that is cancelled (Ctrl-C, or cut off by `timeout_s`) stops there at its next generated token or batch
+of judged words, so the process exits within about a second instead of waiting for the call. The backend is for running the whole pipeline for real
 without a network; a 135M-parameter model explains and simulates poorly.
 """
 
@@ -54,6 +54,7 @@ from autointerp.llm.base import (
 from autointerp.llm.local_judge import TokenJudge, match_level_logprobs
 from autointerp.llm.retry import PermanentError, TransientError
 from autointerp.records import Usage
+from autointerp.reporting import one_off
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +121,26 @@ class _Generator:
         log.info("loaded %s into llama.cpp in %.1f s", path.name, time.monotonic() - started)
         self.lock = threading.Lock()
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+    def chat(self, body: dict[str, Any], stop: threading.Event | None = None) -> dict[str, Any]:
+        """The chat completion for `body`, as the non-streaming API returns it. Generated as a stream so that
+        `stop` (set when the caller is cancelled, e.g. Ctrl-C) ends it at the next token; a stopped call
+        raises CallStopped."""
+        chunks: list[dict[str, Any]] = []
+
+        def collect(chunk: dict[str, Any]) -> bool:
+            chunks.append(chunk)
+            return stop is not None and stop.is_set()  # True tells llama.cpp to stop generating
+
         with self.lock:
-            return self.server.handle_chat_completions(body)
+            returned = self.server.handle_chat_completions(
+                {**body, "stream": True, "stream_options": {"include_usage": True}}, collect
+            )
+        if stop is not None and stop.is_set():
+            raise CallStopped("the generation was cancelled")
+        for item in (returned, *chunks):
+            if isinstance(item, dict) and item.get("error") is not None:
+                return item
+        return assembled(chunks, body)
 
 
 class _SlotScorer:
@@ -190,6 +208,30 @@ class _SlotScorer:
         return tops, n
 
 
+class CallStopped(RuntimeError):
+    """A local call given up by its caller (cancelled) before it finished."""
+
+
+def assembled(chunks: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+    """The non-streaming chat completion from streamed chunks: the text (after the assistant's prefill, which
+    the non-streaming answer repeats), per-token logprobs, finish reason and usage."""
+    text: list[str] = []
+    logprobs: list[dict[str, Any]] = []
+    finish, usage = None, {}
+    for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            text.append((choice.get("delta") or {}).get("content") or "")
+            logprobs += (choice.get("logprobs") or {}).get("content") or []
+            finish = choice.get("finish_reason") or finish
+    messages = body.get("messages") or []
+    prefill = messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else ""
+    choice = {"finish_reason": finish, "index": 0, "message": {"role": "assistant", "content": prefill + "".join(text)}}
+    if body.get("logprobs"):
+        choice["logprobs"] = {"content": logprobs}
+    return {"choices": [choice], "usage": usage}
+
+
 def _load_dequantised(path: Path):
     """(model, tokenizer) from a GGUF file, float32, eval mode; the dequantised weights are cached."""
     import torch
@@ -203,8 +245,10 @@ def _load_dequantised(path: Path):
 
     target = cache_dir() / "models" / f"{path.stem}-hf-{_gguf_fingerprint(path)}"
     if not (target / "model.safetensors").is_file():
-        log.info("dequantising %s for value-slot scoring (once; cached at %s)", path.name, target)
-        with quiet_tqdm():
+        with (
+            one_off(f"Dequantising the local model {path.name} for simulation", f"once, ~25 s; cached at {target}"),
+            quiet_tqdm(),
+        ):
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         if hasattr(model.config, "quantization_config"):  # the weights are plain float32 now
@@ -295,8 +339,12 @@ class LocalBackend(LLMBackend):
     async def _call(self, request: LLMRequest) -> LLMResponse:
         body = self.build_body(request)
         path = self.gguf_path
+        stop = threading.Event()
         try:
-            result = await asyncio.to_thread(lambda: generator(path).chat(body))
+            result = await asyncio.to_thread(lambda: generator(path).chat(body, stop))
+        except asyncio.CancelledError:
+            stop.set()  # llama.cpp stops at its next token, so the process can exit
+            raise
         except (RuntimeError, ValueError, OSError) as exc:  # the model file could not be loaded or run
             raise PermanentError(f"llama.cpp on {path.name}: {type(exc).__name__}: {exc}") from None
         error = result.get("error") if isinstance(result, dict) else f"an answer of type {type(result).__name__}"

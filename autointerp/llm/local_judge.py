@@ -23,7 +23,8 @@ features that depend on context cannot be simulated beyond their tokens), and a 
 already favours (' love') gets a smaller ratio than a rare one.
 
 Cost: the description's prompt runs once per simulation and its key/value cache is reused for every
-word (batched); the null prompt's likelihoods are cached per word for the life of the process.
+word (batched); the null prompt's likelihoods are cached per word for the life of the process, and the last
+description's per word (the detection scorer then judges the words the simulation already ran for free).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import copy
 import inspect
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from autointerp.prompts import escape_token, render_file
@@ -41,6 +43,7 @@ NULL_DESCRIPTION = "any word"
 PRIOR_MATCH = 1e-3  # the share of tokens a typical explanation describes; sets where P(match) crosses 1/2
 WORD_END = '"'  # closes the word in the template, so a word is judged whole, not as a prefix of another
 BATCH = 64  # words per forward pass
+DESCRIPTIONS_CACHED = 16  # explanations whose word likelihoods are kept (features in flight x explanations each)
 
 
 class JudgeStopped(RuntimeError):
@@ -91,6 +94,9 @@ class TokenJudge:
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.null_cache: dict[str, float] = {}
+        # The latest descriptions' word likelihoods: the simulation and detection scorers judge one explanation on
+        # the same windows (a few features in flight between them), so the second asks for words the first ran.
+        self.described_cache: OrderedDict[str, dict[str, float]] = OrderedDict()
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -105,13 +111,22 @@ class TokenJudge:
         """P(match) for every token (in order), and the number of tokens run through the model. `stop` set
         (the caller was cancelled, e.g. Ctrl-C) ends the work between batches with JudgeStopped."""
         words = sorted({token_word(t) for t in tokens})
-        described, n_run = self.word_logprobs(explanation, words, stop)
+        known = dict(self.described_cache.get(explanation, {}))
+        new = [w for w in words if w not in known]
+        n_run = 0
+        if new:
+            described, n_run = self.word_logprobs(explanation, new, stop)
+            known.update(zip(new, described, strict=True))
+        self.described_cache[explanation] = known
+        self.described_cache.move_to_end(explanation)
+        while len(self.described_cache) > DESCRIPTIONS_CACHED:
+            self.described_cache.popitem(last=False)
         missing = [w for w in words if w not in self.null_cache]
         if missing:
             null, n_null = self.word_logprobs(NULL_DESCRIPTION, missing, stop)
             self.null_cache.update(zip(missing, null, strict=True))
             n_run += n_null
-        by_word = {w: match_probability(d, self.null_cache[w], prior) for w, d in zip(words, described, strict=True)}
+        by_word = {w: match_probability(known[w], self.null_cache[w], prior) for w in words}
         return [by_word[token_word(t)] for t in tokens], n_run
 
     def word_logprobs(

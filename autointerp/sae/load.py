@@ -21,7 +21,7 @@ from torch import Tensor
 from autointerp.errors import InputError, expected
 from autointerp.sae.architectures import ARCHITECTURES, SparseAutoencoder, check_weights
 from autointerp.sae.config import NORMALIZATIONS, SAEConfig
-from autointerp.sae.pretrained import find_pretrained, pretrained_folder
+from autointerp.sae.pretrained import locate_sae, with_overrides
 
 CFG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
@@ -37,24 +37,6 @@ SAELENS_FORMAT_VERSION = "6.0.0"
 _SPARSIFY_LAYER = re.compile(r"^(?:model\.)?layers\.(\d+)$")
 
 
-def locate_sae(name_or_path: str | Path) -> tuple[Path, dict[str, Any], float | None]:
-    """(folder, cfg overrides, norm scaling factor) for a folder, `demo`, or a SAELens 'release/sae_id'.
-
-    An existing folder wins over a name. Overrides are SAELens's catalogue keys merged over cfg.json.
-    """
-    from autointerp.assets import BUILTIN_SAES  # the package's own assets: one floor up, imported late
-
-    directory = Path(name_or_path).expanduser()
-    if directory.is_dir():
-        return directory, {}, None
-    if str(name_or_path) in BUILTIN_SAES:
-        return BUILTIN_SAES[str(name_or_path)], {}, None
-    pretrained = find_pretrained(str(name_or_path))
-    if pretrained is None:
-        return directory, {}, None
-    return pretrained_folder(pretrained), pretrained.config_overrides, pretrained.norm_scaling_factor
-
-
 def read_sae_cfg(name_or_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the SAE's cfg.json as SAELens would see it, catalogue overrides merged; the facts a run takes from
     it: hook_name, context_size, prepend_bos), without reading the weights."""
@@ -62,25 +44,13 @@ def read_sae_cfg(name_or_path: str | Path) -> tuple[dict[str, Any], dict[str, An
     cfg_file = directory / CFG_FILE
     if not cfg_file.is_file():
         raise InputError(expected(f"SAE config {cfg_file}", "no such file", "the SAE's cfg.json"))
-    raw = _with_overrides(_read_json(cfg_file), overrides)
+    raw = with_overrides(_read_json(cfg_file), overrides)
     if not (directory / SAELENS_WEIGHTS_FILE).is_file() and (directory / SPARSIFY_WEIGHTS_FILE).is_file():
         run = _sparsify_run_config(directory)
         hook = _sparsify_hook_name(raw.get("hookpoint") or directory.name)
         return raw, {"hook_name": hook, "context_size": run.get("ctx_len"), "prepend_bos": True}
     fields = _saelens_fields(raw, cfg_file)
     return raw, {key: fields[key] for key in ("hook_name", "context_size", "prepend_bos")}
-
-
-def _with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """SAELens merges catalogue overrides over the top-level keys; SAELens 6 files keep model facts under
-    `metadata`, which our reader prefers, so an override of such a key is written there too."""
-    if not overrides:
-        return raw
-    merged = raw | overrides
-    metadata = raw.get("metadata")
-    if isinstance(metadata, dict):
-        merged["metadata"] = metadata | {k: v for k, v in overrides.items() if k in metadata or k == "neuronpedia_id"}
-    return merged
 
 
 def load_sae(path: str | Path, input_scale: float | None = None) -> SparseAutoencoder:
@@ -106,7 +76,7 @@ def load_sae(path: str | Path, input_scale: float | None = None) -> SparseAutoen
     cfg_file = directory / CFG_FILE
     if not cfg_file.is_file():
         raise InputError(expected(f"SAE config {cfg_file}", "no such file", "the SAE's cfg.json"))
-    raw = _with_overrides(_read_json(cfg_file), overrides)
+    raw = with_overrides(_read_json(cfg_file), overrides)
     if norm_scaling_factor is not None and raw.get("normalize_activations") == "expected_average_only_in":
         # SAELens folds the catalogue's dataset-wide input scale into the weights; so do we, in _load_saelens.
         raw = raw | {"normalize_activations": "none"}

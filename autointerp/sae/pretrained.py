@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from autointerp.assets import BUILTIN_SAES
 from autointerp.errors import InputError, expected
 
 CATALOGUE_FILE = Path(__file__).resolve().parent.parent / "assets" / "saelens_pretrained.json"
@@ -187,3 +188,32 @@ def pretrained_folder(sae: PretrainedSAE) -> Path:
         folder = Path(found).parent
     assert folder is not None  # cfg.json was found or raised
     return folder
+
+
+def locate_sae(name_or_path: str | Path) -> tuple[Path, dict[str, Any], float | None]:
+    """(folder, cfg overrides, norm scaling factor) for a folder, `demo`, or a SAELens 'release/sae_id'.
+
+    `demo` is always the built-in SAE; otherwise an existing folder wins over a catalogue name. Overrides
+    are SAELens's catalogue keys, to be merged over cfg.json (`with_overrides`).
+    """
+    if str(name_or_path) in BUILTIN_SAES:
+        return BUILTIN_SAES[str(name_or_path)], {}, None
+    directory = Path(name_or_path).expanduser()
+    if directory.is_dir():
+        return directory, {}, None
+    pretrained = find_pretrained(str(name_or_path))
+    if pretrained is None:
+        return directory, {}, None
+    return pretrained_folder(pretrained), pretrained.config_overrides, pretrained.norm_scaling_factor
+
+
+def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """SAELens merges catalogue overrides over the top-level keys; SAELens 6 files keep model facts under
+    `metadata`, which our reader prefers, so an override of such a key is written there too."""
+    if not overrides:
+        return raw
+    merged = raw | overrides
+    metadata = raw.get("metadata")
+    if isinstance(metadata, dict):
+        merged["metadata"] = metadata | {k: v for k, v in overrides.items() if k in metadata or k == "neuronpedia_id"}
+    return merged

@@ -141,7 +141,9 @@ class DetectionResult(ScorerResult):
 
     scorer: Literal["detection"] = "detection"
     mode: DetectionMode
-    windows_per_prompt: int = Field(description="most windows shown in one prompt; 0 for the baseline and per-token judging (no prompt)")
+    windows_per_prompt: int = Field(
+        description="most windows shown in one prompt; 0 for the baseline and per-token judging (no prompt)"
+    )
     shown_order: list[int] = Field(description="window indices in the order shown (prompts cut in this order)")
     groups: list[str] = Field(description="each window's sampler group")
     intervals: list[int | None] = Field(description="interval index for group 'interval', else None")

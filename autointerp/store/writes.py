@@ -282,8 +282,9 @@ class StoreWrites(StoreQueries):
 
     @guarded
     def resolve_failures(self, run_id: str, features: Iterable[int]) -> None:
-        """Mark the failed and partly scored features' open errors resolved and put each back at its last completed stage
-        ('explained' if it has an LLM explanation, else 'sampled') so pending_features() offers it again.
+        """Mark the failed and partly scored features' open errors resolved and put each back at its last
+        completed stage ('explained' if it has an LLM explanation, else 'sampled') so pending_features() offers
+        it again.
         For `--retry-failed`; a retry that fails again records a new error. Features not failed are left."""
         self._writing()
         failed = self.failed_features(run_id).keys() | self.partly_scored_features(run_id).keys()
