@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autointerp import sampling_distributed
 from autointerp.config import SamplerConfig
 from autointerp.errors import InputError, expected
 from autointerp.hooks import hook_stop_layer
@@ -307,8 +308,6 @@ def sample_features(
     records after an exact merge; other ranks return []. `progress(tokens_done_in_batch, seconds)`
     is called after every batch of every pass. With `checkpoint_dir`, the state is saved every
     `cfg.checkpoint_tokens` tokens and a rerun resumes from it; the files are removed at the end."""
-    from autointerp import sampling_distributed
-
     contexts = TensorContexts(tokens_NL) if isinstance(tokens_NL, Tensor) else tokens_NL
     check_window(contexts.context_size, first_position, cfg)
     rank, world = sampling_distributed.rank_and_world()

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from autointerp.config import SamplerConfig
+from autointerp.exact_sum import fixed_point_value
 from autointerp.records import FeatureSample, FeatureStats, Window
-from autointerp.sampler_state import NO_KEY, FeatureState, SplitState, fixed_point_value
+from autointerp.sampler_state import NO_KEY, FeatureState, SplitState
 
 SPLITS = ("explain", "score")
 GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from autointerp.config import SamplerConfig
 from autointerp.errors import InputError, expected
+from autointerp.exact_sum import carry, fixed_point_sum
 from autointerp.records import FeatureSample
 from autointerp.sampler_dense import add_histogram_dense, hard_positions_dense, raise_bound_dense, update_cells_dense
 from autointerp.sampler_results import finish_records, interval_cells
@@ -28,10 +29,8 @@ from autointerp.sampler_state import (
     FeatureState,
     SplitState,
     bottom,
-    carry,
     draw,
     empty_state,
-    fixed_point_sum,
     gather_rows,
     pow2_ceil,
     raise_bound,

@@ -379,6 +379,8 @@ def _terminal(rows: Sequence[dict[str, Any]]) -> str:
         stats = Table("score", "mean", "95% CI", "n", "as 0", "q25..q75", show_edge=False)
         for prefix, members in groups.items():
             values = {key: row.get(name) for key, name in members.items()}
+            if prefix.startswith("redraw_std") and not values.get("n_total"):
+                continue  # the run has no fresh draws (--redraws): no line for them
             spread = "" if values.get("q25") is None else f"{values['q25']:.3f}..{values['q75']:.3f}"
             as_zero = values.get("n_undefined_as_zero")
             stats.add_row(

@@ -136,6 +136,7 @@ def test_streamed_contexts_do_not_hold_the_corpus(tmp_path):
     folder.mkdir()
     for i in range(100):
         (folder / f"{i:03d}.txt").write_text(f"text number {i} " * 300)
+
     class LeanCharTokenizer(CharTokenizer):  # the stand-in makes a class per call, which only GC frees
         def __call__(self, text, add_special_tokens=False):
             return SimpleNamespace(input_ids=[3 + ord(c) % 250 for c in text])

@@ -177,7 +177,7 @@ def test_a_killed_rank_is_named_and_the_rerun_resumes_every_rank(tmp_path, tiny_
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_store_the_single_process_samples(tmp_path):
-    """`torchrun --nproc-per-node 2 -m autointerp.sampling_distributed` (gloo on CPU, the corpus
+    """`torchrun --nproc-per-node 2 -m autointerp.sampling_torchrun` (gloo on CPU, the corpus
     streamed by each rank) stores the samples `autointerp sample` stores, hard negatives aside."""
     import os
     import subprocess
@@ -191,7 +191,7 @@ def test_torchrun_two_ranks_store_the_single_process_samples(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
     done = subprocess.run(
-        [*launch, "-m", "autointerp.sampling_distributed", *flags, "--run-dir", str(tmp_path / "two")],
+        [*launch, "-m", "autointerp.sampling_torchrun", *flags, "--run-dir", str(tmp_path / "two")],
         env=env,
         capture_output=True,
         text=True,

@@ -99,3 +99,21 @@ def test_a_world_larger_than_the_corpus_leaves_ranks_empty_and_still_merges():
     states = [shard_state(tokens, acts, NO_HARD, r, 7) for r in range(7)]
     assert [int(s.n_tokens) for s in states][4:] == [0, 0, 0]
     assert records(merge_all(states, NO_HARD), tokens, NO_HARD) == one
+
+
+def test_the_activation_sum_is_exact_whatever_the_grouping():
+    """Values spanning 2^-30..2^30 (where float64 sums depend on the order): limbs of the parts add up
+    to the limbs of the whole, and the value is the correctly rounded sum (math.fsum)."""
+    import math
+
+    from autointerp.exact_sum import carry, fixed_point_sum, fixed_point_value
+
+    gen = torch.Generator().manual_seed(0)
+    values = torch.rand(6, 50, 3, generator=gen) * torch.exp2(torch.randint(-30, 31, (6, 50, 3), generator=gen).float())
+    whole = fixed_point_sum(values)
+    parts = [fixed_point_sum(values[i : i + 1]) for i in range(6)]
+    assert torch.equal(carry(sum(parts[::-1])), whole)
+    assert torch.equal(carry(parts[0] + carry(parts[3] + parts[1]) + parts[2] + parts[4] + parts[5]), whole)
+    for f in range(3):
+        exact = math.fsum(values[..., f].double().flatten().tolist())
+        assert float(fixed_point_value(whole)[f]) == pytest.approx(exact, rel=1e-15)
