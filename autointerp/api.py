@@ -144,7 +144,7 @@ def prepare_checkpoint_run(
 ):
     """Sample the checkpoint into a new run of the store in `db`; returns (store, run_id, cfg). The
     model-bound half of score_checkpoint, separate so the LLM half can run on any event loop."""
-    from autointerp.pipeline import corpus_fingerprint
+    from autointerp.inputs import corpus_fingerprint
     from autointerp.sampler import hook_activations, sample_features
     from autointerp.selection import choose_features, probe_log10_density
     from autointerp.store import RunStore
@@ -200,11 +200,13 @@ def prepare_checkpoint_run(
 
 async def score_checkpoint_async(sae, model, corpus, *, reporter: Reporter | None = None, **options) -> dict:
     """score_checkpoint as a coroutine, for code already in an event loop (`await` it in Jupyter)."""
+    from autointerp.batch_run import run_batched
     from autointerp.interpret import interpret_run
 
     store, run_id, cfg = prepare_checkpoint_run(sae, model, corpus, **options)
+    llm_stages = run_batched if cfg.llm.batch else interpret_run  # --batch: the providers' batch APIs
     try:
-        return await interpret_run(store, run_id, cfg, reporter=reporter)
+        return await llm_stages(store, run_id, cfg, reporter=reporter)
     finally:
         store.close()
 

@@ -185,7 +185,7 @@ def add_run_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
 
 
 def cmd_info(args) -> int:
-    from autointerp.pipeline import load_inputs
+    from autointerp.inputs import load_inputs
 
     cfg = build_config(args)
     inputs = load_inputs(cfg, with_corpus=False)

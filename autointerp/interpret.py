@@ -180,11 +180,8 @@ async def interpret_run(
     backends: tuple[LLMBackend, LLMBackend, LLMBackend, str] | None = None,
 ) -> dict:
     """`backends`: (explainer, simulator, baseline, note) to use instead of resolve_backends(cfg)'s; batch
-    mode (cfg.llm.batch, autointerp.batch_run) passes stand-ins that answer from stored batch results."""
-    if cfg.llm.batch and backends is None:
-        from autointerp.batch_run import run_batched
-
-        return await run_batched(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter)
+    mode (autointerp.batch_run.run_batched, which callers choose when cfg.llm.batch is set) passes stand-ins that
+    answer from stored batch results."""
     settled = settle_scorers(cfg)
     if settled is not cfg:  # e.g. a run started through the Python API: store which scorers ran
         cfg = settled

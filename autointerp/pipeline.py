@@ -6,77 +6,25 @@ explained again, scored features are not simulated again.
 """
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from autointerp.assets import resolve_sae_path
 from autointerp.config import RunConfig
-from autointerp.corpus import special_token_ids, tokenise_corpus
 from autointerp.errors import InputError, StoreError, expected
-from autointerp.inspect_sae import FitReport, check_fit
+from autointerp.inputs import Inputs, corpus_fingerprint, load_inputs
 from autointerp.logits import save_run_logits
-from autointerp.preflight import check_device, check_run
+from autointerp.preflight import check_run
 from autointerp.records import FeatureSample
 from autointerp.reporting import Reporter
 from autointerp.run_lock import RunLock
-from autointerp.sae import SparseAutoencoder, load_sae, sae_fingerprint
+from autointerp.sae import load_sae, sae_fingerprint
 from autointerp.settings_hash import settings_differences
-from autointerp.subject_model import load_subject_model
 
 log = logging.getLogger(__name__)
-DEFAULT_CONTEXT_SIZE = 128
-
-
-@dataclass
-class Inputs:
-    sae: SparseAutoencoder
-    model: object
-    fit: FitReport
-    sae_fingerprint: str
-    tokens_NL: torch.Tensor | None = None
-    first_position: int = 1
-    special_ids: list[int] | None = None
-
-
-def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
-    """SAE, subject model (checked to fit the SAE's hook) and, optionally, the tokenised corpus."""
-    check_device(cfg.device)
-    sae = load_sae(cfg.sae)
-    fingerprint = sae_fingerprint(sae)  # before any dtype cast, so CPU and GPU runs agree
-    model_name = cfg.model or sae.cfg.model_name
-    if not model_name:
-        raise InputError(
-            expected(f"SAE {sae.cfg.path}", "no metadata.model_name", "a model name in cfg.json", "Pass --model NAME.")
-        )
-    model = load_subject_model(model_name, cfg.device, cfg.dtype, sae.cfg.model_from_pretrained_kwargs)
-    sae.to(device=model.cfg.device, dtype=model.cfg.dtype)
-    fit = check_fit(sae, model)
-    inputs = Inputs(
-        sae=sae,
-        model=model,
-        fit=fit,
-        sae_fingerprint=fingerprint,
-        first_position=1 if sae.cfg.prepend_bos else 0,
-        special_ids=special_token_ids(model.tokenizer),
-    )
-    if with_corpus:
-        context_size = cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE
-        context_size = min(context_size, model.cfg.n_ctx)
-        inputs.tokens_NL = tokenise_corpus(
-            cfg.corpus, model.tokenizer, context_size, sae.cfg.prepend_bos, max_tokens=cfg.sampler.n_tokens
-        )
-    return inputs
-
-
-def corpus_fingerprint(tokens_NL: torch.Tensor) -> str:
-    return hashlib.sha256(tokens_NL.numpy().tobytes()).hexdigest()[:16]
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -241,10 +189,12 @@ def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = 
 
 def _run_locked(cfg: RunConfig, retry_failed: bool, reporter: Reporter) -> dict:
     """run() once its settings are checked and the folder is locked."""
+    from autointerp.batch_run import run_batched
     from autointerp.interpret import interpret_run
 
     store, run_id = _sample_into_store(cfg, reporter)
-    summary = asyncio.run(interpret_run(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter))
+    llm_stages = run_batched if cfg.llm.batch else interpret_run  # --batch: the providers' batch APIs
+    summary = asyncio.run(llm_stages(store, run_id, cfg, retry_failed=retry_failed, reporter=reporter))
     if cfg.scoring.redraws:  # spread over fresh window draws of the control subset (autointerp.redraws)
         from autointerp.redraws import redraw_stage
         from autointerp.run_summary import run_summary

@@ -5,7 +5,7 @@ samples the control subset's features again N times, each time with sampler seed
 (k = 1..N): the sampler's draws are hashes of (seed, feature, context), so another seed gives other windows
 of the same corpus, and only these features are encoded. Each draw's scoring windows are judged from the
 feature's stored LLM explanation by every scorer the run used, and stored in `redraw_scores`; readers give
-the per-feature standard deviation over the run's own draw and these (`redraw_spread`).
+the per-feature standard deviation over the run's own draw and these (scoring.redraw_spread).
 
 Held-out stays held out: another seed also splits contexts differently between explanation and scoring,
 so a redraw's scoring windows from contexts the explainer was shown (the run's explanation windows) are
@@ -14,7 +14,6 @@ the subset only, and N scorings per feature and scorer (LLM calls; none with the
 """
 
 import asyncio
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,13 +25,6 @@ SEED_STEP = 1_000_003  # a prime step: redraw seeds never meet the seeds of neig
 # Scores kept per redraw, by scorer: the columns of `redraw_scores` they fill.
 SIMULATION_SCORES = ("correlation", "auroc")
 DETECTION_SCORES = ("balanced_accuracy", "precision", "recall", "auroc")
-# run-summary prefix -> (scorer, redraw_scores column, whether an undefined value counts as 0): the
-# per-feature spreads the summary, `table` and `show` give.
-SPREAD_SCORES = {
-    "correlation": ("simulation", "correlation", True),
-    "detection_balanced_accuracy": ("detection", "balanced_accuracy", False),
-    "detection_auroc": ("detection", "detection_auroc", False),
-}
 
 
 def redraw_seed(seed: int, k: int) -> int:
@@ -79,31 +71,6 @@ def redraw_row(result: Any, redraw: int, seed: int, n_dropped: int) -> dict[str,
     }
 
 
-def per_feature_spread(values: Sequence[float | None], as_zero: bool) -> tuple[float | None, int]:
-    """(standard deviation with ddof 1, n) of one feature's score over its draws (the run's and the redraws');
-    an undefined value counts as 0 with as_zero, else is left out; std None with fewer than 2 values."""
-    kept = [float(v or 0.0) for v in values] if as_zero else [float(v) for v in values if v is not None]
-    return (statistics.stdev(kept) if len(kept) >= 2 else None), len(kept)
-
-
-def redraw_spread(
-    own: Mapping[str, Mapping[int, float | None]], redraws: Sequence[Mapping[str, Any]]
-) -> dict[str, dict[int, tuple[float | None, int]]]:
-    """prefix (SPREAD_SCORES) -> feature -> (std, n draws) over the run's own value (`own[prefix][feature]`,
-    when the feature has one) and its redraw rows' values (rows as RunStore.redraw_rows gives them)."""
-    out: dict[str, dict[int, tuple[float | None, int]]] = {}
-    for prefix, (scorer, column, as_zero) in SPREAD_SCORES.items():
-        draws: dict[int, list[float | None]] = {}
-        for row in redraws:
-            if row["scorer"] == scorer:
-                draws.setdefault(row["feature"], []).append(row[column])
-        values = own.get(prefix, {})
-        out[prefix] = {
-            f: per_feature_spread(([values[f]] if f in values else []) + extra, as_zero) for f, extra in draws.items()
-        }
-    return out
-
-
 async def score_redraw(
     samples: Mapping[int, FeatureSample],
     explanations: Mapping[int, str],
@@ -132,8 +99,8 @@ async def score_redraw(
 def redraw_stage(store, run_id: str, cfg: RunConfig, reporter: Reporter | None = None) -> int:
     """Run `cfg.scoring.redraws` fresh draws for the run's control subset and store them (`redraw_scores`);
     draws already stored are kept (resumable). Returns the number of rows written."""
+    from autointerp.inputs import load_inputs
     from autointerp.interpret import resolve_backends
-    from autointerp.pipeline import load_inputs
     from autointerp.sampler import sample_features
 
     reporter = reporter or Reporter()

@@ -236,11 +236,12 @@ def redraw_statistics(
     detection: dict[int, dict[str, dict[str, Any]]],
     redraws: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Spread over fresh window draws (autointerp.redraws): for each redraws.SPREAD_SCORES prefix, summarise()
-    of the per-feature standard deviation over the run's own draw and its redraws, under
+    """Spread over fresh window draws (autointerp.redraws): for each SPREAD_SCORES prefix
+    (scoring.redraw_spread), summarise() of the per-feature standard deviation over the run's own draw and its
+    redraws, under
     `redraw_std_<prefix>` (n = features with a std; undefined left out), and `redraw_draws`, the most draws
     a feature has (its own + redraws; 0 when no feature was redrawn)."""
-    from autointerp.redraws import redraw_spread
+    from autointerp.scoring.redraw_spread import redraw_spread
 
     own = {
         "correlation": {f: s["llm"]["correlation"] for f, s in rows.items() if "llm" in s},

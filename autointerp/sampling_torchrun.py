@@ -20,8 +20,9 @@ import torch.distributed as dist
 
 from autointerp.cli import RunFlagHelpFormatter, add_run_flags, build_config
 from autointerp.corpus import StreamedContexts
+from autointerp.inputs import DEFAULT_CONTEXT_SIZE, load_inputs
 from autointerp.logits import save_run_logits
-from autointerp.pipeline import DEFAULT_CONTEXT_SIZE, load_inputs, open_run, run_folder, with_model_name
+from autointerp.pipeline import open_run, run_folder, with_model_name
 from autointerp.preflight import check_run
 from autointerp.reporting import Reporter
 from autointerp.run_lock import RunLock

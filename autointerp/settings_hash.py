@@ -56,7 +56,7 @@ def score_settings(
     Args:
         results_key: ``RunConfig.results_key()`` (or a stored run's ``results_key``), with ``llm.explainer``
             settled (None is kept as None); ``llm.simulator`` None means the explainer's.
-        corpus_fingerprint: the run's corpus fingerprint (pipeline.corpus_fingerprint).
+        corpus_fingerprint: the run's corpus fingerprint (inputs.corpus_fingerprint).
         prompts: file name -> digest (:func:`prompt_digests`); only the files this run's stages read are kept.
         scorer: the scorer's registered name ('simulation', 'detection').
     """

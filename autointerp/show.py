@@ -182,7 +182,7 @@ def detection_views(report: FeatureReport) -> list[RenderableType]:
 def redraw_views(report: FeatureReport) -> list[RenderableType]:
     """The feature's scores on fresh window draws (autointerp.redraws): one row per draw, the run's own
     first, and the standard deviation over them (undefined correlation counted as 0, as in run means)."""
-    from autointerp.redraws import SPREAD_SCORES, per_feature_spread
+    from autointerp.scoring.redraw_spread import SPREAD_SCORES, per_feature_spread
 
     own_corr = (report.scores or {}).get("correlation")
     own_ba = report.detection.get("llm", {}).get("balanced_accuracy")

@@ -104,7 +104,7 @@ def test_streamed_contexts_match_the_in_memory_corpus_for_every_rank(tmp_path):
     import torch
 
     from autointerp.corpus import StreamedContexts
-    from autointerp.pipeline import corpus_fingerprint
+    from autointerp.inputs import corpus_fingerprint
 
     lines = [json.dumps({"text": f"document {i} " + "word " * (i % 37)}) for i in range(300)]
     (tmp_path / "c.jsonl").write_text("\n".join(lines))

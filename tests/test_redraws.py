@@ -5,7 +5,8 @@ import sqlite3
 import pytest
 from test_store import make_sample, store_window
 
-from autointerp.redraws import SEED_STEP, held_out, per_feature_spread, redraw_seed, redraw_spread
+from autointerp.redraws import SEED_STEP, held_out, redraw_seed
+from autointerp.scoring.redraw_spread import per_feature_spread, redraw_spread
 
 
 def test_held_out_drops_windows_from_contexts_the_explainer_saw():

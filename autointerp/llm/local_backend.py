@@ -24,8 +24,8 @@ log-probabilities (normalised by the caller).
 The dequantised weights are cached under autointerp.subject_model.cache_dir() (AUTOINTERP_CACHE) so
 later processes load them in seconds. Calls run one at a time (max_in_flight 1) in a worker thread; a
 call that is cancelled (Ctrl-C, or cut off by `timeout_s`) stops there at its next generated token or batch
-of judged words, so the process exits within about a second instead of waiting for the call. The backend is for running the whole pipeline for real
-without a network; a 135M-parameter model explains and simulates poorly.
+of judged words, so the process exits within about a second instead of waiting for the call. The backend is
+for running the whole pipeline for real without a network; a 135M-parameter model explains and simulates poorly.
 """
 
 from __future__ import annotations

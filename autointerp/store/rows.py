@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from autointerp.version import __version__
 from autointerp.records import CallRecord, Explanation, FeatureStats, Simulation, Usage, Window
 from autointerp.scoring import FeatureScores
 from autointerp.store.schema import DETECTION_COLUMNS
+from autointerp.version import __version__
 
 if TYPE_CHECKING:  # config imports the corpus module and with it torch, the scorers the LLM backends:
     # readers need none of them

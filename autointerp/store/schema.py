@@ -12,9 +12,9 @@ from typing import Literal, get_args
 
 import sqlite_utils
 
-from autointerp.version import __version__
 from autointerp.errors import StoreError, expected
 from autointerp.scoring import COLUMNS, FeatureScores
+from autointerp.version import __version__
 
 DB_NAME = "autointerp.sqlite"
 # PRAGMA user_version. Views are not part of it: they are (re)created on every open for writing and
