@@ -14,6 +14,7 @@ tokens, the first being BOS when `prepend_bos` (as the SAE's metadata says).
 
 import hashlib
 import importlib.util
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,18 +80,31 @@ def _field(record: dict, field: str, where: str) -> str:
 
 
 def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
-    for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(
-                expected(f"{path} line {number}", f"invalid JSON ({err.msg})", "one JSON object per line")
-            ) from err
-        if not isinstance(record, dict):
-            raise InputError(expected(f"{path} line {number}", type(record).__name__, "a JSON object"))
-        yield _field(record, field, f"{path} line {number}")
+    # Line by line, so a multi-GB file is never held whole (each line is still strict UTF-8).
+    try:
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise InputError(
+                        expected(f"{path} line {number}", f"bytes that are not UTF-8 at offset {err.start}", "UTF-8")
+                    ) from err
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(
+                        expected(f"{path} line {number}", f"invalid JSON ({err.msg})", "one JSON object per line")
+                    ) from err
+                if not isinstance(record, dict):
+                    raise InputError(expected(f"{path} line {number}", type(record).__name__, "a JSON object"))
+                yield _field(record, field, f"{path} line {number}")
+    except OSError as err:
+        raise InputError(
+            expected(f"Corpus file {path}", f"an unreadable file ({err.strerror})", "a readable file")
+        ) from err
 
 
 def _iter_dataset(dataset, field: str, where: str) -> Iterator[str]:
@@ -236,9 +250,30 @@ class StreamedContexts:
     ) -> None:
         self.spec, self.tokenizer, self.context_size = spec, tokenizer, context_size
         self.prepend_bos, self.max_tokens = prepend_bos, max_tokens
+        self._read: tuple[str, int] | None = None  # (fingerprint, tokens) once a read went to the end
 
     def rows(self) -> Iterator[np.ndarray]:
-        return iter_context_rows(self.spec, self.tokenizer, self.context_size, self.prepend_bos, self.max_tokens)
+        """The contexts in order. A full read also leaves the corpus's fingerprint and token count behind
+        (`fingerprint`), so a run that streams the corpus once does not read it again to fingerprint it."""
+        digest, n = hashlib.sha256(), 0
+        for row in iter_context_rows(self.spec, self.tokenizer, self.context_size, self.prepend_bos, self.max_tokens):
+            digest.update(row.tobytes())
+            n += len(row)
+            yield row
+        self._read = (digest.hexdigest()[:16], n)
+
+    def head(self, n_contexts: int) -> torch.Tensor:
+        """The first `n_contexts` contexts [n, L] (fewer if the corpus is shorter): all that is read."""
+        return torch.from_numpy(np.stack(list(itertools.islice(self.rows(), max(1, n_contexts)))))
+
+    def n_tokens(self) -> int:
+        """Tokens streamed per pass: exact once the corpus was read through, else the --n-tokens cap cut to
+        whole contexts (a corpus shorter than the cap has fewer)."""
+        if self._read is not None:
+            return self._read[1]
+        if self.max_tokens is None:
+            return self.fingerprint()[1]
+        return max(1, self.max_tokens // self.context_size) * self.context_size
 
     def batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(global context ids [B], tokens [B, L]) of the contexts i with i % world == rank."""
@@ -274,12 +309,13 @@ class StreamedContexts:
         return f"{self.spec.model_dump_json()}:{self.context_size}:{self.prepend_bos}:{self.max_tokens}"
 
     def fingerprint(self) -> tuple[str, int]:
-        """(sha256 prefix, number of tokens): the same digest as hashing `tokenise_corpus`'s tensor."""
-        digest, n = hashlib.sha256(), 0
-        for row in self.rows():
-            digest.update(row.tobytes())
-            n += len(row)
-        return digest.hexdigest()[:16], n
+        """(sha256 prefix, number of tokens): the same digest as hashing `tokenise_corpus`'s tensor. Reads
+        the corpus only if no earlier read went to the end."""
+        if self._read is None:
+            for _ in self.rows():
+                pass
+        assert self._read is not None
+        return self._read
 
 
 def special_token_ids(tokenizer) -> list[int]:

@@ -1,5 +1,7 @@
-"""What a sampling pass reads: the SAE, the subject model (checked to fit the SAE's hook) and the tokenised
-corpus, loaded once per process; and the corpus fingerprint that every score's settings hash carries."""
+"""What a sampling pass reads: the SAE, the subject model (checked to fit the SAE's hook) and the corpus as
+a stream of token contexts (corpus.StreamedContexts: documents are read and tokenised as each pass goes, so
+a 10M-token run never holds the corpus), loaded once per process; and the corpus fingerprint that every
+score's settings hash carries."""
 
 import hashlib
 from dataclasses import dataclass
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from autointerp.config import RunConfig
-from autointerp.corpus import special_token_ids, tokenise_corpus
+from autointerp.corpus import StreamedContexts, special_token_ids
 from autointerp.errors import InputError, expected
 from autointerp.inspect_sae import FitReport, check_fit
 from autointerp.preflight import check_device
@@ -23,13 +25,13 @@ class Inputs:
     model: object
     fit: FitReport
     sae_fingerprint: str
-    tokens_NL: torch.Tensor | None = None
+    contexts: StreamedContexts | None = None
     first_position: int = 1
     special_ids: list[int] | None = None
 
 
 def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
-    """SAE, subject model (checked to fit the SAE's hook) and, optionally, the tokenised corpus."""
+    """SAE, subject model (checked to fit the SAE's hook) and, optionally, the corpus's context stream."""
     check_device(cfg.device)
     sae = load_sae(cfg.sae)
     fingerprint = sae_fingerprint(sae)  # before any dtype cast, so CPU and GPU runs agree
@@ -50,13 +52,17 @@ def load_inputs(cfg: RunConfig, with_corpus: bool = True) -> Inputs:
         special_ids=special_token_ids(model.tokenizer),
     )
     if with_corpus:
-        context_size = cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE
-        context_size = min(context_size, model.cfg.n_ctx)
-        inputs.tokens_NL = tokenise_corpus(
-            cfg.corpus, model.tokenizer, context_size, sae.cfg.prepend_bos, max_tokens=cfg.sampler.n_tokens
+        inputs.contexts = StreamedContexts(
+            cfg.corpus, model.tokenizer, context_size_of(cfg, sae, model), sae.cfg.prepend_bos, cfg.sampler.n_tokens
         )
     return inputs
 
 
+def context_size_of(cfg: RunConfig, sae: SparseAutoencoder, model) -> int:
+    """Tokens per context: --context-size, else the SAE's, else 128; never more than the model takes."""
+    return min(cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE, model.cfg.n_ctx)
+
+
 def corpus_fingerprint(tokens_NL: torch.Tensor) -> str:
+    """sha256 prefix of the contexts' bytes (StreamedContexts.fingerprint gives the same without holding them)."""
     return hashlib.sha256(tokens_NL.numpy().tobytes()).hexdigest()[:16]

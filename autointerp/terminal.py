@@ -142,7 +142,7 @@ class PlainProgress(Progress):
     def add_task(self, description: str, total: float) -> int:
         with self._lock:
             key = len(self.tasks)
-            self.tasks[key] = task = _Task(description, total)
+            self.tasks[key] = task = _Task(description, total, finished=total <= 0)  # nothing to do: done now
             line = plain_line(task, task.started)
         self._print([line])
         return key

@@ -80,3 +80,11 @@ def test_a_run_whose_stdout_is_a_pipe_prints_periodic_progress_lines(tmp_path):
     assert any(0 < d < N_FEATURES * 6 for d in done), proc.stdout  # lines while it ran, not only start and end
     assert any(re.fullmatch(r"ETA \d+:\d\d", m["eta"]) for m in scoring)
     assert re.search(r"calls \d+", proc.stdout)
+
+
+def test_a_task_with_nothing_to_do_is_done_at_once_and_printed_once():
+    out = io.StringIO()
+    with PlainProgress(stream=out, interval=0.05) as progress:
+        progress.add_task("explaining", total=0)  # a resumed run whose features are all explained
+        time.sleep(0.2)
+    assert out.getvalue().count("explaining") == 1 and "0/0 (100%)  elapsed 0:00  done" in out.getvalue()
