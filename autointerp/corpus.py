@@ -305,8 +305,16 @@ class StreamedContexts:
         )
 
     def identity(self) -> str:
-        """The corpus's settings (a checkpoint key; hashing the tokens would mean reading them all)."""
-        return f"{self.spec.model_dump_json()}:{self.context_size}:{self.prepend_bos}:{self.max_tokens}"
+        """The corpus's settings and its files' sizes and modification times (a checkpoint key: hashing the
+        tokens would mean reading them all), so a corpus edited after a kill is not resumed."""
+        files = shakespeare_files() if self.spec.source in BUILTIN_CORPORA else []
+        path = Path(self.spec.source).expanduser()
+        if not files and path.exists():
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stamp = hashlib.sha256(
+            "".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in files).encode()
+        ).hexdigest()[:16]
+        return f"{self.spec.model_dump_json()}:{self.context_size}:{self.prepend_bos}:{self.max_tokens}:{stamp}"
 
     def fingerprint(self) -> tuple[str, int]:
         """(sha256 prefix, number of tokens): the same digest as hashing `tokenise_corpus`'s tensor. Reads

@@ -9,7 +9,8 @@ Exit statuses of the `autointerp` command (README, "Command line"), one meaning 
     2    bad input: a flag, job file, SAE, model, backend spec or API key; nothing was sampled or called
     3    the run directory was refused: made with other settings, in use by another process, damaged,
          read-only, or its disk is full
-    130  interrupted (Ctrl-C); finished work is stored and the same command resumes
+    130  interrupted (Ctrl-C); finished explanations and judgements are stored, sampling keeps its last
+         checkpoint; the same command resumes
 """
 
 EXIT_OK = 0

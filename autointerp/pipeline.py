@@ -15,7 +15,7 @@ from pathlib import Path
 from autointerp.assets import resolve_sae_path
 from autointerp.config import RunConfig
 from autointerp.errors import InputError, StoreError, expected
-from autointerp.inputs import Inputs, corpus_fingerprint, load_inputs
+from autointerp.inputs import Inputs, load_inputs
 from autointerp.logits import save_run_logits
 from autointerp.preflight import check_run
 from autointerp.records import FeatureSample
@@ -34,29 +34,33 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 def sample(
     cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None, checkpoint_dir: Path | None = None
-) -> tuple[list[FeatureSample], int]:
-    """Choose features and stream the corpus; returns (samples, number of dead features). With
+) -> tuple[list[FeatureSample], int, int]:
+    """Choose features and stream the corpus (`inputs.contexts`: read and tokenised as each pass goes, never
+    held whole); returns (samples, number of dead features, number of passes over the corpus). With
     `checkpoint_dir` the sampler state is saved there as it goes and a rerun resumes from it."""
     from autointerp.sampler import hook_activations, plan_passes, sample_features
     from autointerp.selection import choose_features, probe_log10_density
 
-    sae, model, tokens = inputs.sae, inputs.model, inputs.tokens_NL
+    sae, model, contexts = inputs.sae, inputs.model, inputs.contexts
+    if contexts is None:
+        raise ValueError("sample() needs inputs loaded with their corpus (load_inputs(cfg, with_corpus=True))")
     density = sae.log10_density
     if density is None and not cfg.selection.features:
-        n_probe = max(1, cfg.selection.density_probe_tokens // tokens.shape[1])
-        density = probe_log10_density(
+        density = probe_log10_density(  # reads only the contexts it probes
             model,
             sae,
-            tokens[:n_probe],
+            contexts.head(cfg.selection.density_probe_tokens // contexts.context_size),
             inputs.special_ids,
             inputs.first_position,
             cfg.sampler.batch_size,
             hook_activations,
         )
     features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
+    n_passes = len(plan_passes(features, cfg.sampler, contexts.context_size, sae.device)[0])
     with (reporter or Reporter()).progress() as bar:
-        n_passes = len(plan_passes(features, cfg.sampler, tokens.shape[1], sae.device)[0])  # each streams the corpus
-        task = bar.add_task("sampling", total=tokens.numel() * n_passes)
+        # Every pass streams the corpus again: the bar, its ETA and tok/s count tokens x passes.
+        label = "sampling" if n_passes == 1 else f"sampling ({n_passes} passes)"
+        task = bar.add_task(label, total=contexts.n_tokens() * n_passes)
         done = 0
 
         def progress(n: int, seconds: float) -> None:
@@ -67,7 +71,7 @@ def sample(
         samples = sample_features(
             model,
             sae,
-            tokens,
+            contexts,
             features,
             cfg.sampler,
             inputs.special_ids,
@@ -76,7 +80,7 @@ def sample(
             reporter=reporter,
             checkpoint_dir=checkpoint_dir,
         )
-    return samples, n_dead
+    return samples, n_dead, n_passes
 
 
 def run_folder(cfg: RunConfig) -> Path:
@@ -155,17 +159,21 @@ def _sample_into_store(cfg: RunConfig, reporter: Reporter):
         reporter.note(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
         return store, run_id
     inputs = load_inputs(cfg)
+    assert inputs.contexts is not None
     started = time.time()
-    samples, n_dead = sample(cfg, inputs, reporter, checkpoint_dir=run_dir / "sampling")
+    samples, n_dead, n_passes = sample(cfg, inputs, reporter, checkpoint_dir=run_dir / "sampling")
+    fingerprint, n_tokens = inputs.contexts.fingerprint()  # left by the passes' reads: no extra read
     if run_id is None:
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
-        store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, corpus_fingerprint(inputs.tokens_NL))
+        store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, fingerprint)
     store.save_samples(run_id, samples)
     save_run_logits(store, run_id, inputs.sae, inputs.model, [s.feature for s in samples])  # model still loaded
-    seconds = time.time() - started
+    seconds = max(time.time() - started, 1e-9)
+    streamed = n_tokens * n_passes
+    over = f"{n_tokens:,} tokens" if n_passes == 1 else f"{n_tokens:,} tokens x {n_passes} passes = {streamed:,}"
     reporter.note(
-        f"Sampled {len(samples)} features over {inputs.tokens_NL.numel():,} tokens in {seconds:.0f}s "
-        f"({inputs.tokens_NL.numel() / seconds:,.0f} tok/s); {n_dead} dead features never chosen. Stored in {run_dir}."
+        f"Sampled {len(samples)} features over {over} in {seconds:.0f}s ({streamed / seconds:,.0f} tok/s); "
+        f"{n_dead} dead features never chosen. Stored in {run_dir}."
     )
     return store, run_id
 

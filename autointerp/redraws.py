@@ -122,7 +122,7 @@ def redraw_stage(store, run_id: str, cfg: RunConfig, reporter: Reporter | None =
         drawn = sample_features(
             inputs.model,
             inputs.sae,
-            inputs.tokens_NL,
+            inputs.contexts,  # streamed: each redraw reads the corpus again
             features,
             redraw_cfg.sampler,
             inputs.special_ids,

@@ -148,3 +148,36 @@ def test_streamed_contexts_do_not_hold_the_corpus(tmp_path):
     tracemalloc.stop()
     assert n > 400_000
     assert peak < n * 8 / 10
+
+
+def test_head_reads_only_the_contexts_it_returns_and_a_full_read_leaves_the_fingerprint(tmp_path):
+    """The density probe's contexts come from the start of the stream: a broken line further on is not
+    reached. The token count is the --n-tokens cap until a read goes to the end, then exact."""
+    import torch
+
+    from autointerp.corpus import StreamedContexts
+    from autointerp.inputs import corpus_fingerprint
+
+    good = [json.dumps({"text": f"doc {i} " * 20}) for i in range(40)]
+    (tmp_path / "c.jsonl").write_text("\n".join([*good, "{broken"]))
+    spec = CorpusSpec(source=str(tmp_path / "c.jsonl"))
+    stream = StreamedContexts(spec, CharTokenizer(), 16, max_tokens=100_000)
+    head = stream.head(3)
+    assert head.shape == (3, 16) and head[0, 0].item() == 1
+    assert stream.n_tokens() == 100_000 // 16 * 16  # nothing read to the end yet: the cap
+    with pytest.raises(InputError, match="line 41.*invalid JSON"):
+        stream.fingerprint()
+
+    (tmp_path / "c.jsonl").write_text("\n".join(good))
+    stream = StreamedContexts(spec, CharTokenizer(), 16, max_tokens=100_000)
+    tokens = tokenise_corpus(spec, CharTokenizer(), 16, max_tokens=100_000)
+    assert [t.shape[0] for _, t in stream.batches(5)] and stream._read is not None  # one full read
+    assert stream.n_tokens() == tokens.numel() < 100_000
+    assert stream.fingerprint() == (corpus_fingerprint(tokens), tokens.numel())
+    assert torch.equal(stream.head(3), tokens[:3])
+
+
+def test_jsonl_bytes_that_are_not_utf8_name_the_line(tmp_path):
+    (tmp_path / "u.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xff"}\n')
+    with pytest.raises(InputError, match="u.jsonl line 2.*not UTF-8"):
+        tokenise_corpus(CorpusSpec(source=str(tmp_path / "u.jsonl")), CharTokenizer(), context_size=8)
