@@ -313,14 +313,17 @@ def cmd_table(args) -> int:
 def cmd_compare(args) -> int:
     import json
 
-    from autointerp.tables import compare_runs, format_rows
+    from autointerp.tables import compact_paired_row, compare_runs, format_rows
 
     result = compare_runs(Path(args.a), Path(args.b))
     if args.format == "json":
         print(json.dumps(result, indent=1))
     else:
         print(format_rows(result["runs"], args.format))
-        print(format_rows(result["paired_scores"] or [result["unpaired"]], args.format))
+        paired = result["paired_scores"]
+        if paired and args.format == "terminal":  # the columns a reader compares by; csv/json/markdown keep all
+            paired = [compact_paired_row(row) for row in paired]
+        print(format_rows(paired or [result["unpaired"]], args.format))
         print(result["note"])
     return 0
 

@@ -391,8 +391,25 @@ def _terminal(rows: Sequence[dict[str, Any]]) -> str:
                 "" if not as_zero else str(as_zero),
                 spread,
             )
-        blocks.append(_render(header, TERMINAL_WIDTH) + _render(stats, TERMINAL_WIDTH))
+        blocks.append(_render(header, TERMINAL_WIDTH) + (_render(stats, TERMINAL_WIDTH) if stats.row_count else ""))
     return "\n".join(blocks)
+
+
+def compact_paired_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One `compare` paired_scores row as the terminal shows it: the score, n (values counted as 0), both
+    runs' means and B - A with its 95% interval, so the table fits TERMINAL_WIDTH."""
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    as_zero = row.get("n_undefined_as_zero") or 0
+    return {
+        "score": row["score"],
+        "n": f"{row['n']}" + (f" ({as_zero} values as 0)" if as_zero else ""),
+        "A": num(row.get("mean_a")),
+        "B": num(row.get("mean_b")),
+        "B - A [95% CI]": f"{num(row.get('mean_diff'))} [{num(row.get('lo'))}, {num(row.get('hi'))}]",
+    }
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: Format) -> str:

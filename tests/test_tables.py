@@ -13,7 +13,14 @@ from autointerp.config import RunConfig, SamplerConfig
 from autointerp.records import Simulation
 from autointerp.settings_hash import settings_hash
 from autointerp.store import RunStore
-from autointerp.tables import TERMINAL_WIDTH, compare_runs, density_breakdown, format_rows, run_table
+from autointerp.tables import (
+    TERMINAL_WIDTH,
+    compact_paired_row,
+    compare_runs,
+    density_breakdown,
+    format_rows,
+    run_table,
+)
 
 
 def write_run(
@@ -300,3 +307,16 @@ def test_compare_cli_prints_every_paired_score(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv"]) == 0
     printed = capsys.readouterr().out
     assert "detection_balanced_accuracy_lift" in printed and "auroc_lift_other" in printed
+
+
+def test_compare_terminal_table_of_paired_scores_fits_100_columns(tmp_path):
+    write_run(tmp_path / "a", {f: 0.1 * f for f in range(6)} | {6: None})
+    write_run(tmp_path / "b", {f: 0.1 * f + 0.05 for f in range(7)})
+    result = compare_runs(tmp_path / "a", tmp_path / "b", n_boot=200, seed=0)
+    text = format_rows([compact_paired_row(r) for r in result["paired_scores"]], "terminal")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= TERMINAL_WIDTH
+    assert "B - A [95% CI]" in lines[0]  # a table, not the one-block-per-row fallback
+    row = next(words(line) for line in lines if words(line)[:1] == ["correlation"])
+    paired = result["paired_scores"][0]
+    assert row[1] == str(paired["n"]) and f"{paired['mean_diff']:.3f}" in row
