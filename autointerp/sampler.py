@@ -51,6 +51,7 @@ Statistics (token count, firing count, max, mean when active, histogram on the s
 token except BOS and other special tokens, in both splits, each feature reduced on its own.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -226,7 +227,9 @@ class Checkpoints:
             if path is not None and path.is_file():
                 path.unlink()
         if self.folder is not None and self.folder.is_dir() and not any(self.folder.iterdir()):
-            self.folder.rmdir()
+            # Ranks share the folder: another rank may remove it (or add its file) between the check and here.
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
 
 # ---- a pass ----------------------------------------------------------------------------------------

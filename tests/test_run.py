@@ -218,7 +218,7 @@ def test_show_and_table_read_a_finished_run(sampled, tmp_path, capsys):
         assert run_summary(store, store.latest_run_id())["scored"] == N_FEATURES
     assert main(["compare", str(tmp_path / "done"), str(tmp_path / "done")]) == 0
     out = capsys.readouterr().out
-    assert "Same SAE" in out and "mean_diff" in out
+    assert "Same SAE" in out and "B - A [95% CI]" in out
     for kind in ("neuronpedia", "saedashboard", "jsonl", "html"):
         assert main(["export", str(tmp_path / "done"), "--format", kind, "--out", str(tmp_path / kind)]) == 0
         assert any((tmp_path / kind).iterdir())
