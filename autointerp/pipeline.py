@@ -19,7 +19,7 @@ from autointerp.inputs import Inputs, load_inputs
 from autointerp.logits import save_run_logits
 from autointerp.preflight import check_run
 from autointerp.records import FeatureSample
-from autointerp.reporting import Reporter
+from autointerp.reporting import Reporter, token_rate
 from autointerp.run_lock import RunLock
 from autointerp.sae import load_sae, sae_fingerprint
 from autointerp.settings_hash import settings_differences
@@ -61,13 +61,7 @@ def sample(
         # Every pass streams the corpus again: the bar, its ETA and tok/s count tokens x passes.
         label = "sampling" if n_passes == 1 else f"sampling ({n_passes} passes)"
         task = bar.add_task(label, total=contexts.n_tokens() * n_passes)
-        done = 0
-
-        def progress(n: int, seconds: float) -> None:
-            nonlocal done
-            done += n
-            bar.advance(task, n, info=f"{done / max(seconds, 1e-9):,.0f} tok/s")
-
+        progress = token_rate(bar, task)
         samples = sample_features(
             model,
             sae,

@@ -14,7 +14,7 @@ reporter; it announces itself with `one_off(...)`, which notes through the repor
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Self
@@ -43,6 +43,19 @@ class Progress:
 
     def advance(self, task: int, amount: float = 1, info: str = "") -> None:
         """`amount` more units of `task` are done; `info` replaces its status line."""
+
+
+def token_rate(progress: Progress, task, suffix: str = "") -> Callable[[int, float], None]:
+    """The sampler's progress callback: (tokens just done, seconds since the pass began) -> advance `task`
+    with the running tokens per second in its info (`suffix` after it, e.g. ' on rank 0')."""
+    done = 0
+
+    def advance(n: int, seconds: float) -> None:
+        nonlocal done
+        done += n
+        progress.advance(task, n, info=f"{done / max(seconds, 1e-9):,.0f} tok/s{suffix}")
+
+    return advance
 
 
 class Reporter:

@@ -24,7 +24,7 @@ from autointerp.inputs import DEFAULT_CONTEXT_SIZE, load_inputs
 from autointerp.logits import save_run_logits
 from autointerp.pipeline import open_run, run_folder, with_model_name
 from autointerp.preflight import check_run
-from autointerp.reporting import Reporter
+from autointerp.reporting import Reporter, token_rate
 from autointerp.run_lock import RunLock
 from autointerp.sampler import hook_activations, plan_passes, sample_features
 from autointerp.sampling_distributed import init_from_env
@@ -76,13 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         n_passes = len(plan_passes(features, cfg.sampler, context_size, sae.device)[0])
         share = cfg.sampler.n_tokens // context_size * context_size // world  # rank 0's share, at most
         task = bar.add_task(f"sampling (rank 0 of {world})", total=share * n_passes)
-        done = 0
-
-        def progress(n: int, seconds: float) -> None:
-            nonlocal done
-            done += n
-            bar.advance(task, n, info=f"{done / max(seconds, 1e-9):,.0f} tok/s on rank 0")
-
+        progress = token_rate(bar, task, " on rank 0")
         samples = sample_features(
             model,
             sae,
