@@ -22,23 +22,9 @@ def smollm2():
 @pytest.fixture(scope="session")
 def tiny_model():
     """A 2-layer random HookedTransformer (d_model 16) with a character-level stand-in tokenizer."""
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from helpers_sae import build_tiny_model
 
-    torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=16,
-        n_ctx=64,
-        d_head=4,
-        n_heads=4,
-        d_mlp=32,
-        d_vocab=300,
-        act_fn="gelu",
-        normalization_type="LN",
-        model_name="tiny-random",
-    )
-    return HookedTransformer(cfg).eval()
+    return build_tiny_model()
 
 
 @pytest.fixture

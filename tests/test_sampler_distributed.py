@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_sae import build_tiny_model
 from test_sampler import CFG, decode, sparse_sae, synthetic, text_tokens
 from test_sampler_merge import NO_HARD, doubling_data, records, shard_state
 
@@ -18,26 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tiny_model():
-    """The conftest's tiny model, built the same way in a child process."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=16,
-        n_ctx=64,
-        d_head=4,
-        n_heads=4,
-        d_mlp=32,
-        d_vocab=300,
-        act_fn="gelu",
-        normalization_type="LN",
-        model_name="tiny-random",
-    )
-    return HookedTransformer(cfg).eval()
 
 
 def rank_main(rank: int, port: int, job: str, out: str, env: dict) -> None:
@@ -61,7 +42,9 @@ def rank_main(rank: int, port: int, job: str, out: str, env: dict) -> None:
 
             tokens = text_tokens(40, 32)
             cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
-            samples = sample_features(tiny_model(), sparse_sae("topk"), tokens, [1, 4, 9], cfg, [1], 1, decode=decode)
+            samples = sample_features(
+                build_tiny_model(), sparse_sae("topk"), tokens, [1, 4, 9], cfg, [1], 1, decode=decode
+            )
             result = [s.model_dump() for s in samples]
         elif job in ("killed", "resumed"):
             from autointerp.sampler import sample_features
@@ -77,7 +60,7 @@ def rank_main(rank: int, port: int, job: str, out: str, env: dict) -> None:
 
             folder = Path(out) / "sampling"
             samples = sample_features(
-                tiny_model(),
+                build_tiny_model(),
                 sparse_sae("topk"),
                 tokens,
                 [1, 4, 9],
