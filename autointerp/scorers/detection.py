@@ -288,23 +288,17 @@ class DetectionScorer(Scorer):
         request = build_detection_request(item.explanation, [w.tokens for w in shown], logprobs=mode == "logprob")
         if mode == "forced":
             return await self._forced(request, n, feature, detail)
-        if mode == "logprob":
-            (said, p), _, calls = await ask_until_valid(
-                self.backend,
-                request,
-                lambda r: parse_answer_logprobs(r, n),
-                stage="detect",
-                feature=feature,
-                retry_template="detect_retry.md",
-                failure=DetectionFailure,
-                max_answers=DETECTION_ATTEMPTS,
-                detail=detail,
-            )
-            return said, p, calls
-        said, _, calls = await ask_until_valid(
+
+        def parse(response: LLMResponse) -> tuple[list[bool], list[float] | None]:
+            """(verdicts, P(yes) from the answer's logprobs in logprob mode, else None)."""
+            if mode == "logprob":
+                return parse_answer_logprobs(response, n)
+            return parse_answers(response.text, n), None
+
+        (said, p), _, calls = await ask_until_valid(
             self.backend,
             request,
-            lambda r: parse_answers(r.text, n),
+            parse,
             stage="detect",
             feature=feature,
             retry_template="detect_retry.md",
@@ -312,7 +306,7 @@ class DetectionScorer(Scorer):
             max_answers=DETECTION_ATTEMPTS,
             detail=detail,
         )
-        return said, None, calls
+        return said, p, calls
 
     async def _tokens(self, item: ScoringItem) -> Verdicts:
         """Per-token, context-free judging (TokenJudge): P(yes) of a window = max over its tokens of
