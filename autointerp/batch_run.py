@@ -42,7 +42,7 @@ from autointerp.interpret import (
     resolve_backends,
     settle_scorers,
 )
-from autointerp.llm.base import LLMBackend, LLMCallError, LLMRequest, LLMResponse
+from autointerp.llm.base import LLMBackend, LLMCallError, LLMRequest, LLMResponse, complete_each
 from autointerp.llm.batch import LIMITS, BatchClient, batch_client, split_items
 from autointerp.llm.spec import parse_backend_spec
 from autointerp.llm_calls import LLMStageFailure
@@ -148,13 +148,7 @@ class ReplayBackend:
         return answer.response
 
     async def complete_all(self, requests: Sequence[LLMRequest]) -> list[LLMResponse | LLMCallError]:
-        async def one(request: LLMRequest) -> LLMResponse | LLMCallError:
-            try:
-                return await self.complete(request)
-            except LLMCallError as exc:
-                return exc
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        return await complete_each(self.complete, requests)  # through this replay's complete, not the backend's
 
 
 class _PassReporter(Reporter):

@@ -20,7 +20,7 @@ import re
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -444,14 +444,7 @@ class LLMBackend(ABC):
 
     async def complete_all(self, requests: Sequence[LLMRequest]) -> list[LLMResponse | LLMCallError]:
         """Run many requests concurrently (bounded by max_in_flight); failures come back in place."""
-
-        async def one(request: LLMRequest) -> LLMResponse | LLMCallError:
-            try:
-                return await self.complete(request)
-            except LLMCallError as exc:
-                return exc
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        return await complete_each(self.complete, requests)
 
     def _call_error(self, exc: BaseException, attempts: int) -> LLMCallError:
         status = getattr(exc, "status", None)
@@ -483,3 +476,17 @@ class LLMBackend(ABC):
     def total_cost_usd(self) -> float | None:
         """USD of every answered call so far; None once any of them had no price."""
         return None if self._unpriced_calls else self._cost_total
+
+
+async def complete_each(
+    complete: Callable[[LLMRequest], Awaitable[LLMResponse]], requests: Sequence[LLMRequest]
+) -> list[LLMResponse | LLMCallError]:
+    """`complete` on every request concurrently; an LLMCallError comes back in its request's place."""
+
+    async def one(request: LLMRequest) -> LLMResponse | LLMCallError:
+        try:
+            return await complete(request)
+        except LLMCallError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(r) for r in requests)))
