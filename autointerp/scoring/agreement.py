@@ -19,16 +19,23 @@ def pearson(a: Any, p: Any) -> Metric:
     tokens, or when either side is constant.
     """
     x, y = pair_arrays(a, p, "pearson")
-    if x.size < 2:
-        return Metric.undefined(f"fewer than 2 tokens ({x.size})")
-    if is_constant(x):
-        return Metric.undefined("constant truth")
-    if is_constant(y):
-        return Metric.undefined("constant prediction")
+    if (reason := _why_no_correlation(x, y)) is not None:
+        return Metric.undefined(reason)
     dx = x - x.mean()
     dy = y - y.mean()
     r = float(np.dot(dx, dy) / np.sqrt(np.dot(dx, dx) * np.dot(dy, dy)))
     return Metric.ok(min(1.0, max(-1.0, r)))
+
+
+def _why_no_correlation(x: np.ndarray, y: np.ndarray) -> str | None:
+    """Why a correlation of truth x and prediction y is undefined (too few tokens, a constant side), or None."""
+    if x.size < 2:
+        return f"fewer than 2 tokens ({x.size})"
+    if is_constant(x):
+        return "constant truth"
+    if is_constant(y):
+        return "constant prediction"
+    return None
 
 
 def spearman(a: Any, p: Any) -> Metric:
@@ -37,12 +44,8 @@ def spearman(a: Any, p: Any) -> Metric:
     Any scales. Undefined with fewer than two tokens, or when either side is constant.
     """
     x, y = pair_arrays(a, p, "spearman")
-    if x.size < 2:
-        return Metric.undefined(f"fewer than 2 tokens ({x.size})")
-    if is_constant(x):
-        return Metric.undefined("constant truth")
-    if is_constant(y):
-        return Metric.undefined("constant prediction")
+    if (reason := _why_no_correlation(x, y)) is not None:
+        return Metric.undefined(reason)
     return pearson(rank_average(x), rank_average(y))
 
 
