@@ -70,7 +70,8 @@ def load_sae(path: str | Path, input_scale: float | None = None) -> SparseAutoen
                 f"SAE path {directory}",
                 found,
                 f"a directory holding {CFG_FILE} and {SAELENS_WEIGHTS_FILE} (SAELens) "
-                f"or {SPARSIFY_WEIGHTS_FILE} (sparsify)",
+                f"or {SPARSIFY_WEIGHTS_FILE} (sparsify), 'demo', or a SAELens pretrained name 'release/sae_id' "
+                "(its release in SAELens's pretrained_saes.yaml)",
             )
         )
     cfg_file = directory / CFG_FILE
