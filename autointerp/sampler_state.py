@@ -14,14 +14,11 @@ process would hold after streaming both sets, bit for bit, whatever the order or
 - top keeps the K best windows under a total order (peak descending, then context id ascending),
   identical windows (same tokens) represented by their best: the best of a union is the best of bests.
 - random windows: one bottom-R reservoir over score contexts, keyed per context (shared by features).
-- the token at the max follows the max, the first context (smallest id) winning a tie.
+- hard negatives hold a target token per feature that is fixed before any score context is streamed
+  (`hard_targets`: the token at the feature's best explanation-split window, from the merged explanation
+  top-1 of every shard), so every shard draws from the same rule and their bottom-H reservoirs merge
+  like the others; states with different targets refuse to merge.
 Merging costs O(F x slots): a few sorts over 2x the state, never a pass over the corpus.
-
-Hard negatives are the one exception: their reservoir restarts whenever the token at a feature's running
-max changes, which depends on the order contexts are streamed in. A merge keeps the reservoirs of the
-sides whose max token equals the merged one (the smallest keys of their union): every window still
-holds the final max token and is silent, but with more than one shard the draw may differ from one
-process's. `n_hard_negative_score=0` makes a multi-rank run equal to one process's in every window.
 
 Window activations of top and interval windows are kept as float16 ratios to the window's peak (the
 peak itself is kept in float32): ratios lie in [0, 1], so float16 never overflows whatever the SAE's
@@ -43,6 +40,7 @@ SALT_SPLIT, SALT_KEY, SALT_RANDOM, SALT_RANDOM_START, SALT_START, SALT_WINDOW_HA
 MASK32 = 0xFFFFFFFF
 NO_KEY = 1 << 32  # above every key: an empty reservoir slot
 RATIO_DTYPE = torch.float16
+STATE_FORMAT = 2  # bumped when the state's fields change, so an older checkpoint is not resumed
 
 
 def _mul32(x, c: int):
@@ -104,6 +102,7 @@ class SplitState:
     top_context_FK: Tensor
     top_start_FK: Tensor
     top_hash_FK: Tensor
+    top_token_FK: Tensor  # token at the window's peak (-1 empty)
     top_ratio_FKW: Tensor  # float16 activation / peak
     cell_key_FGM: Tensor  # NO_KEY empty
     cell_value_FGM: Tensor
@@ -131,8 +130,7 @@ class FeatureState:
     n_active_F: Tensor
     sum_active_F3: Tensor  # int64 limbs of the exact activation sum (see fixed_point_sum)
     max_F: Tensor  # 0 until the feature fires
-    max_context_F: Tensor  # context of the max (-1: never fired)
-    max_token_F: Tensor  # token at the max (-1: never fired)
+    hard_token_F: Tensor  # the token hard negatives hold (-1: none, or not fixed yet; see hard_targets)
     bound_F: Tensor  # grid bound, a power of two; 0 until the feature fires
     hist_FG: Tensor
     splits: list[SplitState]
@@ -179,6 +177,7 @@ def empty_state(features: list[int], cfg: SamplerConfig, device: str | torch.dev
                 top_context_FK=_fill((F, K), -1, i64, dev),
                 top_start_FK=_fill((F, K), 0, i64, dev),
                 top_hash_FK=_fill((F, K), -1, i64, dev),
+                top_token_FK=_fill((F, K), -1, i64, dev),
                 top_ratio_FKW=_fill((F, K, W), 0.0, RATIO_DTYPE, dev),
                 cell_key_FGM=_fill((F, G, M), NO_KEY, i64, dev),
                 cell_value_FGM=_fill((F, G, M), 0.0, torch.float32, dev),
@@ -203,8 +202,7 @@ def empty_state(features: list[int], cfg: SamplerConfig, device: str | torch.dev
         n_active_F=torch.zeros(F, dtype=i64, device=dev),
         sum_active_F3=torch.zeros(F, 3, dtype=i64, device=dev),
         max_F=torch.zeros(F, dtype=torch.float32, device=dev),
-        max_context_F=_fill((F,), -1, i64, dev),
-        max_token_F=_fill((F,), -1, i64, dev),
+        hard_token_F=_fill((F,), -1, i64, dev),
         bound_F=torch.zeros(F, dtype=torch.float32, device=dev),
         hist_FG=torch.zeros(F, G, dtype=i64, device=dev),
         splits=splits,
@@ -308,27 +306,26 @@ def merge(a: FeatureState, b: FeatureState, cfg: SamplerConfig) -> FeatureState:
     for side in (a, b):
         raise_bound(side, torch.where(side.bound_F > 0, bound, 0.0), cfg)
         side.bound_F = bound.clone()
-    a_wins = (a.max_F > b.max_F) | (
-        (a.max_F == b.max_F) & ((b.max_context_F < 0) | ((a.max_context_F >= 0) & (a.max_context_F < b.max_context_F)))
-    )
+    if not torch.equal(a.hard_token_F, b.hard_token_F):
+        raise ValueError(
+            "merge: the states hold hard negatives for different target tokens; fix every shard's targets "
+            "from the same explanation top-1 (sampler_state.hard_targets) before streaming score contexts"
+        )
     out = FeatureState(
         features=a.features,
         n_tokens=a.n_tokens + b.n_tokens,
         n_active_F=a.n_active_F + b.n_active_F,
         sum_active_F3=carry(a.sum_active_F3 + b.sum_active_F3),
         max_F=torch.maximum(a.max_F, b.max_F),
-        max_context_F=torch.where(a_wins, a.max_context_F, b.max_context_F),
-        max_token_F=torch.where(a_wins, a.max_token_F, b.max_token_F),
+        hard_token_F=a.hard_token_F,
         bound_F=bound,
         hist_FG=a.hist_FG + b.hist_FG,
-        splits=[],
+        splits=[_merge_split(sa, sb) for sa, sb in zip(a.splits, b.splits)],
     )
-    for sa, sb in zip(a.splits, b.splits):
-        out.splits.append(_merge_split(sa, sb, a.max_token_F == out.max_token_F, b.max_token_F == out.max_token_F))
     return out
 
 
-def _merge_split(a: SplitState, b: SplitState, a_token_F: Tensor, b_token_F: Tensor) -> SplitState:
+def _merge_split(a: SplitState, b: SplitState) -> SplitState:
     # Per-feature fields join along dim 1 (slots); the random reservoir's per-context fields along dim 0.
     cat = {
         f.name: torch.cat([getattr(a, f.name), getattr(b, f.name)], dim=0 if f.name.endswith("_R") else 1)
@@ -337,7 +334,7 @@ def _merge_split(a: SplitState, b: SplitState, a_token_F: Tensor, b_token_F: Ten
     out: dict[str, Tensor] = {}
     K = a.top_value_FK.shape[1]
     pick = top_order(cat["top_value_FK"], cat["top_context_FK"], cat["top_hash_FK"], K)
-    for name in ("top_value_FK", "top_context_FK", "top_start_FK", "top_hash_FK", "top_ratio_FKW"):
+    for name in ("top_value_FK", "top_context_FK", "top_start_FK", "top_hash_FK", "top_token_FK", "top_ratio_FKW"):
         out[name] = gather_rows(cat[name], pick)
     # Cells: [F, G, 2M] -> bottom M along the slots.
     F, G, M = a.cell_key_FGM.shape
@@ -350,15 +347,9 @@ def _merge_split(a: SplitState, b: SplitState, a_token_F: Tensor, b_token_F: Ten
     pick = bottom(cat["nonact_key_FN"], a.nonact_key_FN.shape[1])
     for name in ("nonact_key_FN", "nonact_context_FN", "nonact_start_FN"):
         out[name] = gather_rows(cat[name], pick)
-    # Hard negatives: only the sides whose max token is the merged one count (order-dependent, see above).
-    H = a.hard_key_FH.shape[1]
-    a_key = torch.where(a_token_F[:, None], a.hard_key_FH, NO_KEY)
-    hard_key = torch.cat([a_key, torch.where(b_token_F[:, None], b.hard_key_FH, NO_KEY)], dim=1)
-    pick = bottom(hard_key, H)
-    out["hard_key_FH"] = hard_key.gather(1, pick)
-    filled = out["hard_key_FH"] < NO_KEY
-    out["hard_context_FH"] = torch.where(filled, cat["hard_context_FH"].gather(1, pick), -1)
-    out["hard_start_FH"] = torch.where(filled, cat["hard_start_FH"].gather(1, pick), 0)
+    pick = bottom(cat["hard_key_FH"], a.hard_key_FH.shape[1])  # same targets on both sides (checked in merge)
+    for name in ("hard_key_FH", "hard_context_FH", "hard_start_FH"):
+        out[name] = gather_rows(cat[name], pick)
     R = len(a.random_key_R)
     pick_R = cat["random_key_R"].topk(R, largest=False).indices
     for name in ("random_key_R", "random_context_R", "random_start_R"):
@@ -373,3 +364,27 @@ def merge_all(states: list[FeatureState], cfg: SamplerConfig) -> FeatureState:
     for other in states[1:]:
         merged = merge(merged, other, cfg)
     return merged
+
+
+def explain_best(state: FeatureState) -> tuple[Tensor, Tensor, Tensor]:
+    """(peak, context, token at the peak) [F] of each feature's best explanation-split window: the top-1
+    under `top_order`'s rule (peak desc, context asc); peak -inf and token -1 where it never fired there."""
+    top = state.splits[0]
+    if top.top_value_FK.shape[1] == 0:  # no explanation top windows kept: no target
+        F = len(state.features)
+        return (_fill((F,), -math.inf, torch.float32, top.top_value_FK.device),) + (
+            _fill((F,), -1, torch.int64, top.top_value_FK.device),
+        ) * 2
+    return top.top_value_FK[:, 0], top.top_context_FK[:, 0], top.top_token_FK[:, 0]
+
+
+def hard_targets(peak_SF: Tensor, context_SF: Tensor, token_SF: Tensor) -> Tensor:
+    """The target token [F] of each feature's hard negatives from S shards' `explain_best`: the token of
+    the best of bests (peak desc, then the smaller context), exactly the one-process explanation top-1.
+    -1 where no shard saw the feature fire in the explanation split."""
+    ctx = torch.where(context_SF < 0, torch.iinfo(torch.int64).max, context_SF)
+    by_context = ctx.argsort(dim=0, stable=True)
+    order = by_context.gather(0, peak_SF.gather(0, by_context).argsort(dim=0, descending=True, stable=True))
+    best = order[0]
+    rows = torch.arange(peak_SF.shape[1], device=peak_SF.device)
+    return torch.where(peak_SF[best, rows] > 0, token_SF[best, rows], -1)

@@ -86,6 +86,15 @@ class Sampler:
         self.hard_state_F = draw(stream(seed, SALT_HARD), features_F).to(self.device)
         self._start_state = stream(seed, SALT_START)
         self._random_state, self._random_start_state = stream(seed, SALT_RANDOM), stream(seed, SALT_RANDOM_START)
+        # Hard negatives need their target tokens before the first score context (fix_hard_targets).
+        self.awaiting_targets = self.state.splits[1].hard_key_FH.shape[1] > 0
+
+    def fix_hard_targets(self, token_F: Tensor) -> None:
+        """Set the token each feature's hard negatives must hold, once every explanation-split context has
+        been streamed (by every rank): `sampler_state.hard_targets` of the shards' `explain_best`. From here
+        on score contexts may come; their draw no longer depends on the order they come in."""
+        self.state.hard_token_F = token_F.to(self.device, torch.int64).clone()  # never shared between states
+        self.awaiting_targets = False
 
     def _offset(self, key: Tensor) -> Tensor:
         """A window start in [first, L - W] from a key in [0, 2^32) (bias below 2^-20 for L < 4096)."""
@@ -108,6 +117,12 @@ class Sampler:
         acts_BLF = torch.where(valid_BL[..., None], acts_BLF.float(), 0.0)
         B, L, F = acts_BLF.shape
         split_host_B = split_of(context_ids_B.cpu(), self.cfg)
+        present_splits = set(split_host_B.tolist())
+        if self.awaiting_targets and 1 in present_splits:
+            raise ValueError(
+                "Sampler.update: a score-split context came before the hard-negative targets were fixed; "
+                "stream the explanation-split contexts first, then call fix_hard_targets (sampler.run_pass does)"
+            )
         context_ids_B = context_ids_B.to(self.device)
 
         active_BLF = acts_BLF > 0
@@ -119,7 +134,7 @@ class Sampler:
         peak_BF, argmax_BF = acts_BLF.max(dim=1)
         batch_max_F = peak_BF.max(0).values
         tokens_BL = tokens_BL.to(self.device)
-        hard_from_F = self._track_max_token(peak_BF, tokens_BL.gather(1, argmax_BF), context_ids_B)
+        peak_token_BF = tokens_BL.gather(1, argmax_BF)
         target_F = torch.where(batch_max_F > 0, pow2_ceil(batch_max_F.clamp_min(1e-30)), 0.0)
         if self.sync_free:
             raise_bound_dense(st, torch.maximum(st.bound_F, target_F), self.cfg)
@@ -151,13 +166,14 @@ class Sampler:
         # is in at most one of them per feature (fires or not), so one key serves both.
         keys_BF = draw(self.feature_state_F[None, :], context_ids_B[:, None])
         split_B = split_host_B.to(self.device)
-        present_splits = set(split_host_B.tolist())
         for split, state in enumerate(st.splits):
             if split not in present_splits:  # decided on the host; the masks below do the rest
                 continue
             in_split_B = (split_B == split) & has_valid_B
             fires_BF = (peak_BF > 0) & in_split_B[:, None]
-            self._update_top(state, peak_BF, fires_BF, context_ids_B, start_BF, window_hash_BF, ratio_BFW)
+            self._update_top(
+                state, peak_BF, fires_BF, context_ids_B, start_BF, window_hash_BF, peak_token_BF, ratio_BFW
+            )
             if self.sync_free:
                 fields = {"cell_value_FGM": peak_BF, "cell_start_FGM": start_BF, "cell_ratio_FGMW": ratio_BFW}
                 fields["cell_context_FGM"] = context_ids_B[:, None].expand(B, F)
@@ -167,7 +183,7 @@ class Sampler:
                 self._update_cells(state, peak_BF, fires_BF, keys_BF, context_ids_B, start_BF, ratio_BFW)
             silent_BF = (peak_BF <= 0) & in_split_B[:, None]
             self._update_nonactivating(state, silent_BF, keys_BF, context_ids_B, start_BF)
-            self._update_hard(state, silent_BF, hard_from_F, context_ids_B, tokens_BL, valid_BL)
+            self._update_hard(state, silent_BF, context_ids_B, tokens_BL, valid_BL)
             self._update_random(state, acts_BLF, context_ids_B, split_B == split)
 
     def _cut(self, acts_BLF: Tensor, start_BF: Tensor) -> Tensor:
@@ -190,7 +206,9 @@ class Sampler:
         flat = self.state.hist_FG.view(-1)
         flat.index_add_(0, feature_idx * self.cfg.interval_grid + cells, torch.ones_like(cells))
 
-    def _update_top(self, state: SplitState, peak_BF, fires_BF, context_ids_B, start_BF, hash_BF, ratio_BFW) -> None:
+    def _update_top(
+        self, state: SplitState, peak_BF, fires_BF, context_ids_B, start_BF, hash_BF, token_BF, ratio_BFW
+    ) -> None:
         """The K best of kept + this batch's candidates, by the same rule a merge uses (top_order)."""
         K = state.top_value_FK.shape[1]
         if K == 0:
@@ -204,6 +222,7 @@ class Sampler:
         state.top_context_FK = ctx.gather(1, pick)
         state.top_start_FK = torch.cat([state.top_start_FK, start_BF.T], 1).gather(1, pick)
         state.top_hash_FK = hashes.gather(1, pick)
+        state.top_token_FK = torch.cat([state.top_token_FK, token_BF.T], 1).gather(1, pick)
         state.top_ratio_FKW = gather_rows(torch.cat([state.top_ratio_FKW, ratio_BFW.transpose(0, 1)], 1), pick)
 
     def _update_cells(self, state: SplitState, peak_BF, fires_BF, keys_BF, context_ids_B, start_BF, ratio_BFW) -> None:
@@ -278,42 +297,17 @@ class Sampler:
         state.random_context_R = torch.cat([state.random_context_R, context_ids_B])[pick_R]
         state.random_key_R = key[pick_R]
 
-    def _track_max_token(self, peak_BF: Tensor, peak_token_BF: Tensor, context_ids_B: Tensor) -> Tensor:
-        """Follow the token at each feature's running max through the batch, context by context, and
-        restart the hard-negative reservoirs of features whose token changed. Returns, per feature, the
-        batch row from which this batch's contexts are eligible (-1: all, the token did not change).
-        Call before max_F takes in this batch."""
-        st = self.state
-        B = len(peak_BF)
-        rows_B = torch.arange(B, device=self.device)
-        best_BF = torch.cat([st.max_F[None], peak_BF]).cummax(0).values
-        raises_BF = peak_BF > best_BF[:-1]  # strictly above all before it: the first context wins a tie
-        last_BF = torch.where(raises_BF, rows_B[:, None], -1).cummax(0).values
-        token_BF = torch.where(last_BF >= 0, peak_token_BF.gather(0, last_BF.clamp_min(0)), st.max_token_F)
-        changed_BF = token_BF != torch.cat([st.max_token_F[None], token_BF[:-1]])
-        from_F = torch.where(changed_BF, rows_B[:, None], -1).max(0).values
-        last_F = last_BF[-1]
-        st.max_context_F = torch.where(last_F >= 0, context_ids_B[last_F.clamp_min(0)], st.max_context_F)
-        st.max_token_F = token_BF[-1]
-        restart_F = from_F >= 0
-        for state in st.splits:  # also for a split absent from this batch: its windows hold the old token
-            state.hard_key_FH = torch.where(restart_F[:, None], NO_KEY, state.hard_key_FH)
-            state.hard_context_FH = torch.where(restart_F[:, None], -1, state.hard_context_FH)
-            state.hard_start_FH = torch.where(restart_F[:, None], 0, state.hard_start_FH)
-        return from_F
-
-    def _update_hard(self, state: SplitState, silent_BF, from_F, context_ids_B, tokens_BL, valid_BL) -> None:
-        """Contexts where the feature is silent and which hold its max token compete by key; the window
-        is centred (as a top window) on the occurrence with the smallest key of (context key, position)."""
+    def _update_hard(self, state: SplitState, silent_BF, context_ids_B, tokens_BL, valid_BL) -> None:
+        """Contexts where the feature is silent and which hold its target token (fixed before any score
+        context, see `fix_hard_targets`) compete by key; the window is centred (as a top window) on the
+        occurrence with the smallest key of (context key, position)."""
         H = state.hard_key_FH.shape[1]
         if H == 0:
             return
         B, L = tokens_BL.shape
         F = silent_BF.shape[1]
-        rows_B = torch.arange(B, device=self.device)
-        eligible_BF = silent_BF & (rows_B[:, None] >= from_F[None, :])
         usable_BL = valid_BL.to(self.device) & (torch.arange(L, device=self.device) >= self.first)
-        match_BLF = (tokens_BL[..., None] == self.state.max_token_F) & usable_BL[..., None] & eligible_BF[:, None, :]
+        match_BLF = (tokens_BL[..., None] == self.state.hard_token_F) & usable_BL[..., None] & silent_BF[:, None, :]
         context_key_BF = draw(self.hard_state_F[None, :], context_ids_B[:, None])
         if self.sync_free:
             pos_BF, has_BF = hard_positions_dense(match_BLF, context_key_BF, self.first)

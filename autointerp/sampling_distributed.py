@@ -8,7 +8,9 @@ not divide the number of contexts is fine: ranks differ by at most one context (
 none), and nothing is exchanged per batch, so uneven shares cost no waiting until the merge. At the end
 of each pass the ranks' states are reduced pairwise in a binary tree onto rank 0 (log2(world) rounds,
 at most two states in memory per rank, sent as raw tensors); `sampler_state.merge` is associative and
-commutative, so the tree gives exactly the state one process would hold (hard negatives aside, see sampler_state.py).
+commutative, so the tree gives exactly the state one process would hold. One exchange happens mid-pass:
+when every rank has streamed its explanation-split contexts, the ranks agree on each feature's hard-negative
+target token (`agree_hard_targets`: an all-gather of three [F] vectors) before any score context.
 
 A rank that dies: on gloo, ranks meet at a monitored barrier before the merge, which names the ranks
 that did not arrive; torchrun also reports the failed rank and exit code. Each rank checkpoints its own
@@ -24,7 +26,7 @@ import torch.distributed as dist
 
 from autointerp.config import SamplerConfig
 from autointerp.errors import AutointerpError
-from autointerp.sampler_state import FeatureState, empty_state, merge
+from autointerp.sampler_state import FeatureState, empty_state, hard_targets, merge
 
 
 def rank_timeout_s() -> float:
@@ -123,3 +125,20 @@ def _wire(tensor: torch.Tensor) -> torch.Tensor:
     gloo: on the host). Both sides know every shape, since both track the same features."""
     tensor = tensor.contiguous()
     return tensor if dist.get_backend() == "nccl" else tensor.cpu()
+
+
+def agree_hard_targets(peak_F: torch.Tensor, context_F: torch.Tensor, token_F: torch.Tensor) -> torch.Tensor:
+    """Every rank's hard-negative targets from every rank's explanation top-1 (`sampler_state.explain_best`):
+    the token one process would pick. Alone: from this state's own top-1."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return hard_targets(peak_F[None], context_F[None], token_F[None])
+    _meet("the end of the explanation contexts")
+    device = peak_F.device
+    gathered = []
+    for tensor in (peak_F, context_F, token_F):
+        wire = _wire(tensor)
+        parts = [torch.empty_like(wire) for _ in range(world)]
+        dist.all_gather(parts, wire)
+        gathered.append(torch.stack(parts).to(device))
+    return hard_targets(*gathered)

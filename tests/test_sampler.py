@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from autointerp.config import SamplerConfig
-from autointerp.sampler import iter_batches, sample_features
+from autointerp.sampler import sample_features
 from autointerp.sampler_results import SPLITS
 from autointerp.sampler_state import (
     SALT_KEY,
@@ -16,10 +16,12 @@ from autointerp.sampler_state import (
     SALT_SPLIT,
     SALT_START,
     draw,
+    explain_best,
     split_of,
     stream,
 )
 from autointerp.sampler_stream import Sampler
+from autointerp.sampling_distributed import agree_hard_targets
 
 
 def synthetic(n_contexts=60, L=24, F=6, seed=0, density=0.08):
@@ -33,13 +35,26 @@ def synthetic(n_contexts=60, L=24, F=6, seed=0, density=0.08):
     return tokens, acts
 
 
+def stream_split(sampler, tokens, acts, ids, split, batch_size):
+    """Fold in the contexts `ids` of one split (0 explain, 1 score), in batches, BOS (token 1) invalid."""
+    mine = ids[split_of(ids, sampler.cfg) == split]
+    for start in range(0, len(mine), batch_size):
+        b = mine[start : start + batch_size]
+        sampler.update(acts[b], tokens[b], b, tokens[b] != 1)
+
+
+def stream_contexts(sampler, tokens, acts, ids, batch_size):
+    """The order run_pass streams in: explanation contexts, the hard-negative targets (agreed with the
+    other ranks when a process group is up, else this sampler's own), score contexts."""
+    stream_split(sampler, tokens, acts, ids, 0, batch_size)
+    sampler.fix_hard_targets(agree_hard_targets(*explain_best(sampler.state)))
+    stream_split(sampler, tokens, acts, ids, 1, batch_size)
+    return sampler
+
+
 def run_state(tokens, acts, cfg, batch_size=8):
-    F = acts.shape[-1]
-    state = Sampler(list(range(F)), tokens.shape[1], cfg, first_position=1)
-    for ids, toks in iter_batches(tokens, batch_size):
-        valid = toks != 1
-        state.update(acts[ids], toks, ids, valid)
-    return state
+    sampler = Sampler(list(range(acts.shape[-1])), tokens.shape[1], cfg, first_position=1)
+    return stream_contexts(sampler, tokens, acts, torch.arange(len(tokens)), batch_size)
 
 
 def window_close(true):

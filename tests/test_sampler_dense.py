@@ -4,11 +4,12 @@ aten operation the update dispatches."""
 
 import pytest
 import torch
-from test_sampler import CFG, decode, synthetic
+from test_sampler import CFG, decode, stream_contexts, synthetic
 from test_sampler_merge import doubling_data
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from autointerp.sampler import iter_batches
+from autointerp.sampler import iter_batches, split_batches
+from autointerp.sampler_state import explain_best, hard_targets
 from autointerp.sampler_stream import Sampler
 
 # aten operations that copy a value or a data-dependent shape back to the host on CUDA.
@@ -46,16 +47,22 @@ class OpRecorder(TorchDispatchMode):
 
 def run(tokens, acts, cfg, sync_free, batch_size=8):
     sampler = Sampler(list(range(acts.shape[-1])), tokens.shape[1], cfg, first_position=1, sync_free=sync_free)
-    for ids, toks in iter_batches(tokens, batch_size):
-        sampler.update(acts[ids], toks, ids, toks != 1)
-    return sampler
+    return stream_contexts(sampler, tokens, acts, torch.arange(len(tokens)), batch_size)
+
+
+def phase_batches(sampler, tokens, batch_size):
+    """run_pass's order: the explanation contexts' batches, the targets fixed, the score contexts' batches."""
+    for split in (0, 1):
+        if split == 1:
+            sampler.fix_hard_targets(hard_targets(*(t[None] for t in explain_best(sampler.state))))
+        yield from split_batches(iter_batches(tokens, batch_size), split, sampler.cfg)
 
 
 @pytest.mark.parametrize("data", ["doublings", "low_vocab"])
 def test_dense_steps_give_the_sparse_steps_state(data):
     if data == "doublings":
         tokens, acts = doubling_data()
-    else:  # max tokens recur in silent contexts: hard negatives are drawn
+    else:  # target tokens recur in silent contexts: hard negatives are drawn
         tokens, acts = synthetic(n_contexts=120, seed=1, density=0.03)
         tokens[:, 1:] = tokens[:, 1:] % 12 + 3
     cfg = CFG.model_copy(update={"n_hard_negative_score": 4})
@@ -68,10 +75,10 @@ def test_dense_steps_give_the_sparse_steps_state(data):
 
 
 def test_the_dense_update_never_waits_for_the_device():
-    tokens, acts = doubling_data()  # grids double mid-stream, hard reservoirs restart
+    tokens, acts = doubling_data()  # grids double mid-stream
     sampler = Sampler(list(range(acts.shape[-1])), tokens.shape[1], CFG, first_position=1, sync_free=True)
     recorders = []
-    for ids, toks in iter_batches(tokens, 8):
+    for ids, toks in phase_batches(sampler, tokens, 8):
         valid = toks != 1
         with OpRecorder() as rec:
             sampler.update(acts[ids], toks, ids, valid)
@@ -84,7 +91,7 @@ def test_the_dense_update_never_waits_for_the_device():
     # The sparse CPU path does use them: the recorder can tell.
     sparse = Sampler(list(range(acts.shape[-1])), tokens.shape[1], CFG, first_position=1, sync_free=False)
     with OpRecorder() as rec:
-        for ids, toks in iter_batches(tokens, 8):
+        for ids, toks in phase_batches(sparse, tokens, 8):
             sparse.update(acts[ids], toks, ids, toks != 1)
     assert set(rec.ops) & SYNCING
 

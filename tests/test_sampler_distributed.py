@@ -1,8 +1,9 @@
 """Two real gloo ranks (separate processes on 127.0.0.1) sample one corpus: rank 0's merged records
-equal one process's, bit for bit; a rank that dies before the merge is named."""
+equal one process's, bit for bit, every group (hard negatives included); a rank that dies is named."""
 
 import multiprocessing
 import pickle
+import re
 import socket
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from helpers_sae import build_tiny_model
 from test_sampler import CFG, decode, sparse_sae, synthetic, text_tokens
-from test_sampler_merge import NO_HARD, doubling_data, records, shard_state
+from test_sampler_merge import HARD, doubling_data, records, shard_state
 
 WORLD = 2
 
@@ -35,13 +36,13 @@ def rank_main(rank: int, port: int, job: str, out: str, env: dict) -> None:
     try:
         if job == "synthetic":
             tokens, acts = doubling_data()
-            merged = gather_and_merge(shard_state(tokens, acts, NO_HARD, rank, WORLD), NO_HARD)
-            result = records(merged, tokens, NO_HARD) if merged is not None else None
+            merged = gather_and_merge(shard_state(tokens, acts, HARD, rank, WORLD), HARD)
+            result = records(merged, tokens, HARD) if merged is not None else None
         elif job == "model":
             from autointerp.sampler import sample_features
 
             tokens = text_tokens(40, 32)
-            cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
+            cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4, "n_hard_negative_score": 4})
             samples = sample_features(
                 build_tiny_model(), sparse_sae("topk"), tokens, [1, 4, 9], cfg, [1], 1, decode=decode
             )
@@ -76,7 +77,7 @@ def rank_main(rank: int, port: int, job: str, out: str, env: dict) -> None:
             if rank == 1:
                 os._exit(3)  # a rank lost before the merge (out of memory, a node gone)
             tokens, acts = synthetic(n_contexts=20)
-            gather_and_merge(shard_state(tokens, acts, NO_HARD, rank, WORLD), NO_HARD)
+            gather_and_merge(shard_state(tokens, acts, HARD, rank, WORLD), HARD)
     except RankFailure as err:
         result = {"error": str(err)}
     Path(out, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
@@ -102,7 +103,7 @@ def run_ranks(tmp_path: Path, job: str, env: dict | None = None) -> list:
 
 def test_two_gloo_ranks_merge_to_the_one_process_result(tmp_path):
     tokens, acts = doubling_data()
-    one = records(shard_state(tokens, acts, NO_HARD, 0, 1, batch_size=9), tokens, NO_HARD)
+    one = records(shard_state(tokens, acts, HARD, 0, 1, batch_size=9), tokens, HARD)
     rank0, rank1 = run_ranks(tmp_path, "synthetic")
     assert rank1 is None  # only rank 0 holds the merged state
     assert rank0 == one
@@ -113,35 +114,33 @@ def test_two_gloo_ranks_through_the_model_equal_one_process(tmp_path, tiny_model
     from autointerp.sampler import sample_features
 
     tokens = text_tokens(40, 32)
-    cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4})
+    cfg = CFG.model_copy(update={"batch_size": 8, "n_random_score": 4, "n_hard_negative_score": 4})
     one = sample_features(tiny_model, sparse_sae("topk"), tokens, [1, 4, 9], cfg, [1], 1, decode=decode)
     one = [s.model_dump() for s in one]
     rank0, rank1 = run_ranks(tmp_path, "model")
     assert rank1 == []
-    assert [s["stats"] for s in rank0] == [s["stats"] for s in one]
-    for got, want in zip(rank0, one):
-        # Hard negatives follow the running max's token in stream order: the one documented exception.
-        assert [w for w in got["windows"] if w["group"] != "hard_negative"] == [
-            w for w in want["windows"] if w["group"] != "hard_negative"
-        ]
+    assert rank0 == one
     assert sum(len(s["windows"]) for s in one) > 30
+    assert sum(w["group"] == "hard_negative" for s in one for w in s["windows"]) > 0
 
 
 def test_a_rank_that_dies_is_named(tmp_path):
     rank0, rank1 = run_ranks(tmp_path, "dies", {"AUTOINTERP_RANK_TIMEOUT_S": "5"})
     assert rank1 == "missing"
-    assert "rank(s) 1 of 2 did not reach the merge" in rank0["error"]
+    assert "rank(s) 1 of 2 did not reach the end of the explanation contexts" in rank0["error"]
 
 
 @pytest.mark.slow  # four rank processes in two rounds: about a minute on 2 cores
 def test_a_killed_rank_is_named_and_the_rerun_resumes_every_rank(tmp_path, tiny_model):
     """Rank 1 dies mid-pass: rank 0 names it at the merge. Rerunning the same job resumes both ranks
-    from their checkpoints and gives the one-process records (hard negatives aside)."""
+    from their checkpoints and gives the one-process records."""
     from autointerp.sampler import sample_features
 
     env = {"AUTOINTERP_RANK_TIMEOUT_S": "5"}
     rank0, rank1 = run_ranks(tmp_path, "killed", env)
-    assert rank1 == "missing" and "rank(s) 1 of 2 did not reach the merge" in rank0["error"]
+    assert rank1 == "missing" and re.search(
+        r"rank\(s\) 1 of 2 did not reach the (merge|end of the explanation)", rank0["error"]
+    )
     files = sorted(p.name for p in (tmp_path / "sampling").glob("*.pt"))
     assert files == ["pass000-rank000-of002.pt", "pass000-rank001-of002.pt"]
     for f in tmp_path.glob("rank*.pkl"):
@@ -151,17 +150,13 @@ def test_a_killed_rank_is_named_and_the_rerun_resumes_every_rank(tmp_path, tiny_
     one = sample_features(tiny_model, sparse_sae("topk"), text_tokens(40, 32), [1, 4, 9], cfg, [1], 1, decode=decode)
     one = [s.model_dump() for s in one]
     assert rank1["records"] == [] and rank0["files"] == []  # checkpoints removed once merged
-    for got, want in zip(rank0["records"], one, strict=True):
-        assert got["stats"] == want["stats"]
-        assert [w for w in got["windows"] if w["group"] != "hard_negative"] == [
-            w for w in want["windows"] if w["group"] != "hard_negative"
-        ]
+    assert rank0["records"] == one
 
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_store_the_single_process_samples(tmp_path):
     """`torchrun --nproc-per-node 2 -m autointerp.sampling_torchrun` (gloo on CPU, the corpus
-    streamed by each rank) stores the samples `autointerp sample` stores, hard negatives aside."""
+    streamed by each rank) stores the samples `autointerp sample` stores."""
     import os
     import subprocess
     import sys
@@ -190,9 +185,6 @@ def test_torchrun_two_ranks_store_the_single_process_samples(tmp_path):
 
     (run_one, one), (run_two, two) = stored(tmp_path / "one"), stored(tmp_path / "two")
     assert run_two["corpus_fingerprint"] == run_one["corpus_fingerprint"]
-    assert [s.stats for s in two] == [s.stats for s in one]
-    for a, b in zip(one, two, strict=True):
-        assert [w for w in a.windows if w.group != "hard_negative"] == [
-            w for w in b.windows if w.group != "hard_negative"
-        ]
+    assert [s.model_dump() for s in two] == [s.model_dump() for s in one]
+    assert any(w.group == "hard_negative" for s in one for w in s.windows)
     assert not (tmp_path / "two" / "sampling").exists()

@@ -133,6 +133,9 @@ def _denormalise(out_ND: Tensor, x_ND: Tensor, how: str) -> Tensor:
     return out_ND
 
 
+_MAX_CACHED_SUBSETS = 1024  # > the blocks of one pass of a 4M-feature SAE
+
+
 @dataclass
 class _Subset:
     """Cached per feature set: the index on the SAE's device and, where possible, sliced weights."""
@@ -171,7 +174,7 @@ class SparseAutoencoder:
         device = weights["W_enc"].device
         self.weights = {key: w.to(device=device, dtype=cfg.torch_dtype) for key, w in weights.items()}
         self.log10_density = None if log10_density is None else log10_density.to(device)
-        self._subset: _Subset | None = None
+        self._subsets: dict[int, _Subset] = {}  # by id() of the caller's index tensor
 
     @classmethod
     def from_weights(cls, cfg: SAEConfig, weights: dict[str, Tensor], source: str = "weights") -> "SparseAutoencoder":
@@ -210,7 +213,7 @@ class SparseAutoencoder:
         self.weights = {key: w.to(device=device, dtype=dtype) for key, w in self.weights.items()}
         if self.log10_density is not None:
             self.log10_density = self.log10_density.to(device=device)
-        self._subset = None
+        self._subsets = {}
         return self
 
     def encode_input(self, x_ND: Tensor) -> Tensor:
@@ -266,18 +269,21 @@ class SparseAutoencoder:
         return x_ND.to(device=self.device, dtype=self.dtype)
 
     def _subset_for(self, features: Tensor | Sequence[int]) -> _Subset:
-        """The subset for `features`, cached while the same, unmodified tensor is passed again.
+        """The subset for `features`, cached while the same, unmodified tensor is passed again (a few
+        at once: the sampler encodes a pass in several fixed column blocks, see sampler.ENCODE_BLOCK).
 
         Identity, not value, is the cache key: comparing values would sync the GPU on every batch.
         A tensor's version counter catches in-place edits; a plain sequence is never cached.
         """
-        cached = self._subset
-        if isinstance(features, Tensor):
-            if cached is not None and cached.features is features and cached.version == features._version:
-                return cached
-            self._subset = self._make_subset(features)
-            return self._subset
-        return self._make_subset(features)
+        if not isinstance(features, Tensor):
+            return self._make_subset(features)
+        cached = self._subsets.get(id(features))
+        if cached is not None and cached.features is features and cached.version == features._version:
+            return cached
+        if len(self._subsets) >= _MAX_CACHED_SUBSETS:  # callers passing a fresh tensor each time
+            self._subsets.clear()
+        self._subsets[id(features)] = subset = self._make_subset(features)
+        return subset
 
     def _make_subset(self, features: Tensor | Sequence[int]) -> _Subset:
         index_F = torch.as_tensor(features, device=self.device)
