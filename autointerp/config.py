@@ -41,8 +41,8 @@ class SamplerConfig(BaseModel):
     n_hard_negative_score: int = Field(
         default=5,
         ge=0,
-        description="hard negatives for scoring: windows centred on the token of the feature's strongest "
-        "activation, from contexts where the feature never fires (see sampler.py for the exact rule)",
+        description="hard negatives for scoring: windows centred on the token at the feature's strongest "
+        "explanation-split activation, from contexts where the feature never fires (see sampler.py for the rule)",
     )
     interval_grid: int = Field(
         default=64, ge=8, description="fine cells of the doubling grid behind intervals and histograms"
