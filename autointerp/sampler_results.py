@@ -21,6 +21,21 @@ SPLITS = ("explain", "score")
 GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
 
 
+
+def to_host(tensors: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """The tensors as host arrays. From a GPU they are copied into pinned host memory without waiting, then
+    the host waits once: the copies queue back to back at full bandwidth (a pageable copy is staged
+    through a pinned buffer and waits for each tensor in turn)."""
+    devices = {t.device for t in tensors.values()}
+    if not any(d.type == "cuda" for d in devices):
+        return {k: v.cpu().numpy() for k, v in tensors.items()}
+    pinned = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in tensors.items()}
+    for k, v in tensors.items():
+        pinned[k].copy_(v, non_blocking=True)
+    for device in devices:
+        torch.cuda.synchronize(device)
+    return {k: p.numpy() for k, p in pinned.items()}
+
 def cell_of(values: Tensor, bound: Tensor, G: int) -> Tensor:
     """Grid cell of positive values: cell c covers (c, c+1] * bound / G."""
     return (torch.ceil(values / bound * G) - 1).clamp(0, G - 1).long()
@@ -135,7 +150,7 @@ def _kept(
     """Every window kept in one split, for all features at once, one tuple of columns per group:
     (feature position, context, start, activations [n, W], group code, interval or -1, split)."""
     F = len(state.features)
-    host = {k: v.cpu().numpy() for k, v in vars(s).items()}
+    host = to_host(vars(s))
     parts = []
 
     def part(f, context, start, acts, group, interval=None):

@@ -149,6 +149,35 @@ class FeatureState:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
 
+def per_feature(name: str) -> bool:
+    """Whether a flat state tensor (`FeatureState.tensors`) has one row per tracked feature: all but the
+    token count and the random reservoir's per-context fields, which every feature shares."""
+    return name.rsplit("_", 1)[-1].startswith("F")
+
+
+def feature_slice(state: FeatureState, lo: int, hi: int, shared: dict[str, Tensor]) -> FeatureState:
+    """The state of tracked features lo..hi-1: views of `state`'s per-feature rows, with `shared` as the
+    fields every feature shares (see `per_feature`)."""
+    tensors = {n: t[lo:hi] if per_feature(n) else shared[n] for n, t in state.tensors().items()}
+    return from_tensors(state.features[lo:hi], tensors)
+
+
+def write_back(state: FeatureState, part: FeatureState, lo: int, hi: int) -> None:
+    """Copy a `feature_slice`'s fields into rows lo..hi-1 of `state` (rows changed in place are there
+    already), and take its shared fields."""
+    own = state.tensors()
+    for name, t in part.tensors().items():
+        if not per_feature(name):
+            _set(state, name, t)
+        elif t.data_ptr() != own[name][lo:hi].data_ptr():
+            own[name][lo:hi].copy_(t)
+
+
+def _set(state: FeatureState, name: str, t: Tensor) -> None:
+    split, _, field = name.rpartition(".")
+    setattr(state.splits[("explain", "score").index(split)] if split else state, field, t)
+
+
 def from_tensors(features: list[int], tensors: dict[str, Tensor]) -> FeatureState:
     """The inverse of `FeatureState.tensors`."""
     splits = [

@@ -31,12 +31,15 @@ from autointerp.sampler_state import (
     bottom,
     draw,
     empty_state,
+    feature_slice,
     gather_rows,
+    per_feature,
     pow2_ceil,
     raise_bound,
     split_of,
     stream,
     top_order,
+    write_back,
 )
 
 _HASH_PRIME = (1 << 61) - 1
@@ -113,16 +116,49 @@ class Sampler:
         draws the same keys) is best passed on the host: the sampler reads it there to skip a split
         absent from the batch, and copies it to its device itself. With `sync_free` nothing here makes
         the host wait for the device (tests/test_sampler_dense.py checks the operations called)."""
-        st = self.state
-        acts_BLF = torch.where(valid_BL[..., None], acts_BLF.float(), 0.0)
-        B, L, F = acts_BLF.shape
+        self.update_blocks(lambda lo, hi: acts_BLF[..., lo:hi], len(self.features), tokens_BL, context_ids_B, valid_BL)
+
+    @torch.no_grad()
+    def update_blocks(
+        self,
+        acts_of: Callable[[int, int], Tensor],
+        block: int,
+        tokens_BL: Tensor,
+        context_ids_B: Tensor,
+        valid_BL: Tensor,
+    ) -> None:
+        """`update`, `block` tracked features at a time: `acts_of(lo, hi)` gives the raw activations
+        [B, L, hi - lo] of tracked features lo..hi-1 and is called once per block, so a caller that encodes
+        there holds one block's activations and batch work at a time, however many features the pass
+        tracks. Every step is per feature or per context, so the state is the same bits for any block."""
         split_host_B = split_of(context_ids_B.cpu(), self.cfg)
-        present_splits = set(split_host_B.tolist())
-        if self.awaiting_targets and 1 in present_splits:
+        if self.awaiting_targets and 1 in split_host_B.tolist():  # on the host: no device wait
             raise ValueError(
                 "Sampler.update: a score-split context came before the hard-negative targets were fixed; "
                 "stream the explanation-split contexts first, then call fix_hard_targets (sampler.run_pass does)"
             )
+        F = len(self.features)
+        if block >= F:
+            self._fold(acts_of(0, F), tokens_BL, context_ids_B, split_host_B, valid_BL)
+            return
+        full, keys = self.state, (self.feature_state_F, self.hard_state_F)
+        before = {name: t for name, t in full.tensors().items() if not per_feature(name)}  # n_tokens, random_*_R
+        try:
+            for lo in range(0, F, block):
+                hi = min(lo + block, F)
+                # Every block starts from the batch's starting shared fields and ends with the same ones.
+                self.state = feature_slice(full, lo, hi, {k: v.clone() for k, v in before.items()})
+                self.feature_state_F, self.hard_state_F = keys[0][lo:hi], keys[1][lo:hi]
+                self._fold(acts_of(lo, hi), tokens_BL, context_ids_B, split_host_B, valid_BL)
+                write_back(full, self.state, lo, hi)
+        finally:
+            self.state, (self.feature_state_F, self.hard_state_F) = full, keys
+
+    def _fold(self, acts_BLF: Tensor, tokens_BL: Tensor, context_ids_B: Tensor, split_host_B: Tensor, valid_BL) -> None:
+        st = self.state
+        acts_BLF = torch.where(valid_BL[..., None], acts_BLF.float(), 0.0)
+        B, L, F = acts_BLF.shape
+        present_splits = set(split_host_B.tolist())
         context_ids_B = context_ids_B.to(self.device)
 
         active_BLF = acts_BLF > 0

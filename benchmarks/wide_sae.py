@@ -40,6 +40,7 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -47,7 +48,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 import sampler as bench  # noqa: E402  (benchmarks/sampler.py: random models and SAEs, timing and memory helpers)
 
 from autointerp.config import SamplerConfig  # noqa: E402
-from autointerp.sampler import GB, TensorContexts, bytes_per_feature, plan_passes, run_pass  # noqa: E402
+from autointerp.sae.architectures import ARCHITECTURES  # noqa: E402
+from autointerp.sampler import (  # noqa: E402
+    ENCODE_BLOCK,
+    GB,
+    TensorContexts,
+    bytes_per_feature,
+    plan_passes,
+    run_pass,
+    sae_bytes,
+)
 from autointerp.sampler_results import finish_records  # noqa: E402
 
 # The tests' tiny model (tests/helpers_sae.py build_tiny_model): 2 layers, d_model 16, vocabulary 300.
@@ -105,7 +115,8 @@ def run(args) -> dict:
     contexts = TensorContexts(setup.tokens_NL)
     features = list(range(sae.cfg.d_sae))
     state_pf, work_pf = bytes_per_feature(cfg, contexts.context_size, sync_free=device == "cuda")
-    passes, sentence = plan_passes(features, cfg, contexts.context_size, device)
+    columns_pf, fixed = sae_bytes(sae, cfg, contexts.context_size)
+    passes, sentence = plan_passes(features, cfg, contexts.context_size, device, sae)
     n_tokens = setup.tokens_NL.numel()
     print(
         f"{args.model} model ({setup.model.cfg.n_layers} layer(s) built, d_model {setup.model.cfg.d_model}), "
@@ -132,7 +143,10 @@ def run(args) -> dict:
             "seconds": seconds,
             "tok_s": n_tokens / seconds,
             "state_bytes": state.nbytes(),
-            "estimate_bytes": len(pass_features) * (state_pf + work_pf),
+            # what plan_passes counted: every feature's state and columns, one block's batch work
+            "estimate_bytes": len(pass_features) * (state_pf + columns_pf)
+            + min(len(pass_features), ENCODE_BLOCK) * work_pf
+            + fixed,
             "rss_peak_mb": rss.peak / 2**20,
             "rss_growth_mb": (rss.peak - rss.before) / 2**20,
             "peak_device_mb": bench.device_memory_peak_mb(device),
@@ -171,6 +185,7 @@ def run(args) -> dict:
         "plan": sentence,
         "state_bytes_per_feature": state_pf,
         "work_bytes_per_feature": work_pf,
+        "columns_bytes_per_feature": columns_pf,
         "weights_gb": weights_bytes(sae) / GB,
         "setup_s": setup_s,
         "passes": rows,
@@ -186,8 +201,9 @@ def run(args) -> dict:
 
 def markdown(report: dict) -> str:
     gpu = report["device"] == "cuda"
-    head = ["pass", "features", "seconds", "tok/s", "state GiB", "estimate GiB (state + batch work)",
-            "RSS growth in the pass GiB", "peak RSS MB"]  # fmt: skip
+    head = ["pass", "features", "seconds", "tok/s", "state GiB",
+            "estimate GiB (state + columns + one block's batch work)", "RSS growth in the pass GiB",
+            "peak RSS MB"]  # fmt: skip
     rows = [
         [
             str(r["pass"] + 1),
@@ -230,7 +246,11 @@ def gpu_plan(tok_s: float, batch_sizes: tuple[int, ...] = (16, 8, 4)) -> str:
     model = g["params"] * bf16
     free = g["gpu_gb"] * 1e9 - weights - model - FORWARD_ALLOWANCE_GB * GB
     limit = 0.8 * free  # plan_passes on a GPU without --max-state-gb: 80 % of the free memory
-    slice_pf = d_in * bf16  # each pass copies its features' W_enc columns (not in bytes_per_feature)
+    # What plan_passes needs of the SAE (sampler.sae_bytes): a jumprelu encodes only the pass's columns.
+    sae = SimpleNamespace(
+        cfg=SimpleNamespace(d_in=d_in, d_sae=d_sae), dtype=torch.bfloat16, architecture=ARCHITECTURES.get("jumprelu")
+    )
+    columns_pf = sae_bytes(sae, SamplerConfig(), g["context"])[0]
     lines = [
         f"80 GB GPU plan (arithmetic, NOT measured): {g['model']} layer-12 residual, d_in {d_in}, d_sae {d_sae:,}, "
         f"bf16, context {g['context']}, sampler defaults, {g['n_tokens']:,} tokens.",
@@ -238,7 +258,8 @@ def gpu_plan(tok_s: float, batch_sizes: tuple[int, ...] = (16, 8, 4)) -> str:
         f"model ({g['params']:,} parameters, bf16): {model / GB:.2f} GiB; "
         f"forward activations and slack (allowance): {FORWARD_ALLOWANCE_GB:.0f} GiB.",
         f"  free for the sampler: 80 GB (80e9 bytes) - those = {free / GB:.2f} GiB; plan_passes takes 80 % of it: "
-        f"{limit / GB:.2f} GiB per pass (the other 20 % holds the pass's W_enc columns, {slice_pf:,} B a feature).",
+        f"{limit / GB:.2f} GiB per pass, holding every feature's state and its encoder columns ({columns_pf:,} B) "
+        "and one block of 4,096 features' batch work at a time.",
         f"  total time = passes x {g['n_tokens']:,} tokens / tok/s per pass, at an ASSUMED {tok_s:,.0f} tok/s per pass "
         "(not measured; replace with `--gpu-tok-s` once the GPU commands in this file's docstring have run).",
     ]
@@ -248,14 +269,15 @@ def gpu_plan(tok_s: float, batch_sizes: tuple[int, ...] = (16, 8, 4)) -> str:
         state, work = bytes_per_feature(cfg, g["context"], sync_free=True)
         # plan_passes itself (whole encode blocks included); any non-CPU device plans the sync-free steps,
         # and with max_state_gb set it asks no GPU for its free memory.
-        passes, _ = plan_passes(list(range(d_sae)), cfg, g["context"], "meta")
+        passes, _ = plan_passes(list(range(d_sae)), cfg, g["context"], "meta", sae)
         hours = len(passes) * g["n_tokens"] / tok_s / 3600
+        whole = (state + columns_pf) * d_sae + ENCODE_BLOCK * work
         rows.append([
-            str(batch), f"{state:,}", f"{work:,}", f"{(state + work) * d_sae / GB:,.0f}", f"{len(passes[0]):,}",
+            str(batch), f"{state:,}", f"{work:,}", f"{whole / GB:,.1f}", f"{len(passes[0]):,}",
             str(len(passes)), f"{hours:.1f}",
         ])  # fmt: skip
-    head = ["batch (x 1024)", "state B/feature", "batch work B/feature (sync-free)", "GiB for 2^20 features",
-            "features per pass", "passes", "estimated hours"]  # fmt: skip
+    head = ["batch (x 1024)", "state B/feature", "batch work B/feature, one block at a time (sync-free)",
+            "GiB for 2^20 features in one pass", "features per pass", "passes", "estimated hours"]  # fmt: skip
     return "\n".join(lines + bench.table(head, rows))
 
 

@@ -27,7 +27,8 @@ def test_wide_sae_benchmark_runs_in_passes(capsys, tmp_path, monkeypatch):
     finally:
         if not had_sampler:
             sys.modules.pop("sampler", None)
-    # 4,096 features at ~48 KB each (state + batch work, batch 4 x 64) need ~0.19 GiB: 0.15 GiB gives 2 passes.
+    # 4,096 features at ~48 KB each (state + columns + batch work, batch 4 x 64, fewer features than an encode
+    # block, so each brings its batch work) need ~0.19 GiB: 0.15 GiB gives 2 passes.
     argv = ["--d-sae", "4096", "--max-state-gb", "0.15", "--n-tokens", "256", "--batch-size", "4"]
     report = wide.main([*argv, "--out", str(tmp_path / "wide.json")])
     out = capsys.readouterr().out
@@ -35,7 +36,7 @@ def test_wide_sae_benchmark_runs_in_passes(capsys, tmp_path, monkeypatch):
     sizes = [r["features"] for r in report["passes"]]
     fit = sizes[0]
     assert sizes == [fit, 4096 - fit]  # every feature in exactly one of 2 passes
-    per_feature = report["state_bytes_per_feature"] + report["work_bytes_per_feature"]
+    per_feature = sum(report[f"{part}_bytes_per_feature"] for part in ("state", "work", "columns"))
     assert fit * per_feature <= 0.15 * (1 << 30) < (fit + 1) * per_feature  # as many as the limit allows
     assert report["tokens"] == 256 and report["tokens_x_passes"] == 512
     assert all(r["seconds"] > 0 and r["state_bytes"] > 0 for r in report["passes"])

@@ -7,7 +7,7 @@ from test_sampler import CFG, decode, run_state, sparse_sae, synthetic, text_tok
 
 from autointerp.errors import InputError
 from autointerp.reporting import Reporter
-from autointerp.sampler import GB, bytes_per_feature, plan_passes, sample_features
+from autointerp.sampler import GB, bytes_per_feature, plan_passes, sae_bytes, sample_features
 from autointerp.scoring.quantise import quantise
 
 FEATURES = [1, 4, 9, 12, 30]
@@ -22,6 +22,13 @@ class NoteTaker(Reporter):
         self.notes.append(text)
 
 
+def limit_for(n_features: float, sae, cfg=MODEL_CFG, context_size=32) -> float:
+    """--max-state-gb that holds n_features (fewer than a block): their state, encoder columns and batch work."""
+    state, work = bytes_per_feature(cfg, context_size)
+    columns, fixed = sae_bytes(sae, cfg, context_size)
+    return (n_features * (state + columns + work) + fixed) / GB
+
+
 def run(model, cfg, **kwargs):
     samples = sample_features(
         model, sparse_sae("topk"), text_tokens(24, 32), FEATURES, cfg, [1], 1, decode=decode, **kwargs
@@ -31,12 +38,12 @@ def run(model, cfg, **kwargs):
 
 def test_features_split_into_passes_give_the_one_pass_records(tiny_model):
     state, work = bytes_per_feature(MODEL_CFG, 32)
-    two_per_pass = MODEL_CFG.model_copy(update={"max_state_gb": 2.5 * (state + work) / GB})
-    assert [len(p) for p in plan_passes(FEATURES, two_per_pass, 32)[0]] == [2, 2, 1]
+    two_per_pass = MODEL_CFG.model_copy(update={"max_state_gb": limit_for(2.5, sparse_sae("topk"))})
+    assert [len(p) for p in plan_passes(FEATURES, two_per_pass, 32, sae=sparse_sae("topk"))[0]] == [2, 2, 1]
     reporter = NoteTaker()
     assert run(tiny_model, two_per_pass, reporter=reporter) == run(tiny_model, MODEL_CFG)
     assert "3 pass(es) of up to 2 features" in reporter.notes[0]
-    assert f"{(state + work) / 1024:,.1f} KB per feature" in reporter.notes[0]
+    assert f"{state / 1024:,.1f} KB state" in reporter.notes[0]
 
 
 def test_passes_of_whole_encode_blocks_give_the_one_pass_activations_bit_for_bit(tiny_model, monkeypatch):
@@ -48,8 +55,9 @@ def test_passes_of_whole_encode_blocks_give_the_one_pass_activations_bit_for_bit
     monkeypatch.setattr(sampler, "ENCODE_BLOCK", 4)
     features = list(range(0, 64, 3))  # 22 features: blocks of 4, the last of 2
     state, work = bytes_per_feature(MODEL_CFG, 32)
-    limited = MODEL_CFG.model_copy(update={"max_state_gb": 9.5 * (state + work) / GB})
-    assert [len(p) for p in plan_passes(features, limited, 32)[0]] == [8, 8, 6]  # 9 fit, cut to whole blocks
+    # 9 features' state and one block's batch work: 9 fit, cut to whole blocks of 4.
+    limited = MODEL_CFG.model_copy(update={"max_state_gb": (9.5 * state + 4 * work) / GB})
+    assert [len(p) for p in plan_passes(features, limited, 32)[0]] == [8, 8, 6]
 
     def records(cfg):
         sae = sparse_sae("jumprelu")
@@ -198,9 +206,46 @@ def test_a_streamed_corpus_samples_like_the_same_corpus_in_memory(tiny_model, tm
     sae = sparse_sae("topk")
     for cfg in (
         MODEL_CFG,
-        MODEL_CFG.model_copy(update={"max_state_gb": 2.5 * sum(bytes_per_feature(MODEL_CFG, 32)) / GB}),
+        MODEL_CFG.model_copy(update={"max_state_gb": limit_for(2.5, sae)}),
     ):
         in_memory = sample_features(tiny_model, sae, tokens, FEATURES, cfg, [1, 2], 1, decode=decode)
         streamed = sample_features(tiny_model, sae, stream, FEATURES, cfg, [1, 2], 1, decode=decode)
         assert [s.model_dump() for s in streamed] == [s.model_dump() for s in in_memory]
     assert sum(len(s.windows) for s in in_memory) > 20
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_features_folded_in_blocks_give_the_one_block_state_bit_for_bit(sync_free):
+    """`update_blocks` folds a batch in a block of features at a time (what keeps a wide pass's batch work to
+    one block); every tensor of the state equals the one-block state's, hard negatives and grid doublings
+    included."""
+    import torch
+    from test_sampler_merge import HARD, doubling_data
+
+    from autointerp.sampler import iter_batches, split_batches
+    from autointerp.sampler_state import explain_best, hard_targets
+    from autointerp.sampler_stream import Sampler
+
+    tokens, acts = doubling_data()  # 4 features, grids doubling mid-stream
+
+    def state(block):
+        sampler = Sampler(list(range(4)), tokens.shape[1], HARD, first_position=1, sync_free=sync_free)
+        for split in (0, 1):
+            if split == 1:
+                sampler.fix_hard_targets(hard_targets(*(t[None] for t in explain_best(sampler.state))))
+            for ids, toks in split_batches(iter_batches(tokens, 7), split, HARD.model_copy(update={"batch_size": 7})):
+                calls = []
+
+                def acts_of(lo, hi, ids=ids, calls=calls):
+                    calls.append((lo, hi))
+                    return acts[ids][..., lo:hi]
+
+                sampler.update_blocks(acts_of, block, toks, ids, toks != 1)
+                assert calls == [(lo, min(lo + block, 4)) for lo in range(0, 4, block)]
+        return sampler.state.tensors()
+
+    whole = state(4)
+    assert int(whole["n_tokens"]) > 0 and bool((whole["score.hard_key_FH"] < (1 << 32)).any())
+    for block in (1, 3):
+        for name, t in state(block).items():
+            assert torch.equal(t, whole[name]), (block, name)

@@ -285,6 +285,11 @@ class SparseAutoencoder:
         self._subsets[id(features)] = subset = self._make_subset(features)
         return subset
 
+    def release_subsets(self) -> None:
+        """Drop the cached subsets (their sliced weights): a sampling pass calls it when done, so the next
+        pass's blocks do not add to the last one's copies on the device."""
+        self._subsets = {}
+
     def _make_subset(self, features: Tensor | Sequence[int]) -> _Subset:
         index_F = torch.as_tensor(features, device=self.device)
         if index_F.ndim != 1 or index_F.dtype == torch.bool or index_F.is_floating_point():
