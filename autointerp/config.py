@@ -61,7 +61,8 @@ class SamplerConfig(BaseModel):
         default=None,
         gt=0,
         description="save the sampler state every this many tokens (per rank) into the run directory, so a killed "
-        "sampling pass resumes there (default: 1,000,000 in `run`/`sample`, off in the Python API)",
+        "sampling pass resumes there (default: 1,000,000 in `run`/`sample`, and no sooner than 10x the last save's "
+        "duration, so a wide state's saves cost at most ~10 %; off in the Python API)",
     )
 
 

@@ -77,7 +77,7 @@ def save_feature_logits(store, run_id: str, logits: Sequence[FeatureLogits]) -> 
         for side, entries in (("top", item.top), ("bottom", item.bottom))
         for rank, (t, s, v) in enumerate(entries)
     ]
-    with store.db.conn:
+    with store.db.atomic():  # nests (a savepoint) inside a caller's transaction, where `with conn` would commit it
         store.db.conn.executemany(
             "DELETE FROM feature_logits WHERE run_id = ? AND feature = ?", [(run_id, x.feature) for x in logits]
         )

@@ -1,8 +1,9 @@
 """Orchestration of `autointerp run`: sample once, then explain -> simulate -> score per feature.
 
 Each feature's result at each stage is committed in one transaction, so a run killed at any point
-resumes from the store: sampling is skipped once its examples are stored, explained features are not
-explained again, scored features are not simulated again.
+resumes from the store: each sampling pass is stored as it finishes and a rerun streams only the passes
+not stored (sampling is skipped once every chosen feature is), explained features are not explained again,
+scored features are not simulated again.
 """
 
 import asyncio
@@ -32,18 +33,15 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("scores") / name
 
 
-def sample(
-    cfg: RunConfig, inputs: Inputs, reporter: Reporter | None = None, checkpoint_dir: Path | None = None
-) -> tuple[list[FeatureSample], int, int]:
-    """Choose features and stream the corpus (`inputs.contexts`: read and tokenised as each pass goes, never
-    held whole); returns (samples, number of dead features, number of passes over the corpus). With
-    `checkpoint_dir` the sampler state is saved there as it goes and a rerun resumes from it."""
-    from autointerp.sampler import hook_activations, plan_passes, sample_features
+def choose(cfg: RunConfig, inputs: Inputs) -> tuple[list[int], int]:
+    """(the features to sample, the number of dead features never chosen). Deterministic in the settings, SAE
+    and corpus, so a resumed run recomputes the choice of the run it resumes."""
+    from autointerp.sampler import hook_activations
     from autointerp.selection import choose_features, probe_log10_density
 
     sae, model, contexts = inputs.sae, inputs.model, inputs.contexts
     if contexts is None:
-        raise ValueError("sample() needs inputs loaded with their corpus (load_inputs(cfg, with_corpus=True))")
+        raise ValueError("choose() needs inputs loaded with their corpus (load_inputs(cfg, with_corpus=True))")
     density = sae.log10_density
     if density is None and not cfg.selection.features:
         density = probe_log10_density(  # reads only the contexts it probes
@@ -55,26 +53,90 @@ def sample(
             cfg.sampler.batch_size,
             hook_activations,
         )
-    features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
-    n_passes = len(plan_passes(features, cfg.sampler, contexts.context_size, sae.device)[0])
-    with (reporter or Reporter()).progress() as bar:
-        # Every pass streams the corpus again: the bar, its ETA and tok/s count tokens x passes.
-        label = "sampling" if n_passes == 1 else f"sampling ({n_passes} passes)"
-        task = bar.add_task(label, total=contexts.n_tokens() * n_passes)
-        progress = token_rate(bar, task)
-        samples = sample_features(
-            model,
-            sae,
-            contexts,
-            features,
-            cfg.sampler,
-            inputs.special_ids,
-            inputs.first_position,
-            progress,
-            reporter=reporter,
-            checkpoint_dir=checkpoint_dir,
-        )
-    return samples, n_dead, n_passes
+    return choose_features(cfg.selection, density, sae.cfg.d_sae)
+
+
+def sampling_finished(store, run_id: str) -> bool:
+    """Whether every feature the run chose is stored. A run sampled before plans were stored (no
+    `sampling_plan` rows) stored all its samples in one transaction: finished once any is there."""
+    stored = store.sampled_features(run_id)
+    return bool(stored) and stored.issuperset(store.sampling_plan(run_id))
+
+
+def sampling_note(
+    n_sampled: int,
+    n_tokens: int,
+    n_passes: int,
+    seconds: float,
+    n_dead: int,
+    run_dir: Path,
+    *,
+    world: int = 1,
+    n_resumed: int = 0,
+) -> str:
+    """The sentence that closes sampling: features, tokens x passes streamed (every pass streams the corpus
+    again), ranks, total wall time and rate, passes an earlier run had stored."""
+    seconds = max(seconds, 1e-9)
+    streamed = n_tokens * n_passes
+    over = f"{n_tokens:,} tokens" if n_passes == 1 else f"{n_tokens:,} tokens x {n_passes} passes = {streamed:,}"
+    ranks = f" on {world} ranks" if world > 1 else ""
+    resumed = f" ({n_resumed} pass(es) stored by an earlier run were not streamed again)" if n_resumed else ""
+    return (
+        f"Sampled {n_sampled} features over {over}{ranks} in {seconds:.0f}s ({streamed / seconds:,.0f} tok/s)"
+        f"{resumed}; {n_dead} dead features never chosen. Stored in {run_dir}."
+    )
+
+
+class PassWriter:
+    """Stores each finished sampling pass as it comes, so a 1M-feature run never holds every feature's records
+    and a kill loses only the pass in flight. Each pass's samples and logits go in one transaction; the first
+    also creates the run (its row needs the corpus fingerprint, which the pass's read of the corpus leaves
+    behind) and records the features chosen (`sampling_plan`), so a rerun knows whether sampling finished."""
+
+    def __init__(self, store, run_id: str | None, run_dir: Path, cfg: RunConfig, inputs: Inputs, plan: list[int]):
+        """`inputs` with their corpus (`contexts`); `plan`: every feature the run samples."""
+        self.store, self.run_id, self.run_dir, self.cfg, self.inputs = store, run_id, run_dir, cfg, inputs
+        self.plan, self.plan_stored = plan, False
+        self.stored = store.sampled_features(run_id) if run_id is not None else set()  # by an earlier run
+
+    def done(self, pass_features: list[int]) -> bool:
+        """Every feature of the pass stored by an earlier run."""
+        return self.stored.issuperset(pass_features)
+
+    def save(self, records: list[FeatureSample]) -> None:
+        """Store one finished pass's records (and their logits) in one transaction."""
+        store = self.store
+        with store.db.atomic():
+            if self.run_id is None:
+                assert self.inputs.contexts is not None
+                fingerprint, _ = self.inputs.contexts.fingerprint()  # left by the pass's read: no extra read
+                self.run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
+                store.create_run(self.run_id, self.run_dir.name, self.cfg, self.inputs.sae_fingerprint, fingerprint)
+            if not self.plan_stored:
+                store.save_sampling_plan(self.run_id, self.plan)
+                self.plan_stored = True
+            store.save_samples(self.run_id, records)
+            features = [s.feature for s in records]
+            save_run_logits(store, self.run_id, self.inputs.sae, self.inputs.model, features)  # model still loaded
+
+    def check_corpus(self) -> None:
+        """Before a resumed run streams: passes stored from another corpus (edited since the run was killed)
+        would mix with this one's. Reads the corpus once (tokenising, no model) when passes are stored."""
+        if not self.stored or self.run_id is None:
+            return
+        assert self.inputs.contexts is not None
+        fingerprint, _ = self.inputs.contexts.fingerprint()
+        stored = self.store.get_run(self.run_id)["corpus_fingerprint"]
+        if stored != fingerprint:
+            raise StoreError(
+                expected(
+                    f"Run directory {self.run_dir}",
+                    f"{len(self.stored)} features sampled from a corpus with fingerprint {stored}, "
+                    f"this corpus's is {fingerprint}",
+                    "the corpus the stored passes were sampled from (edited since?)",
+                    "Restore it, or sample into a new --run-dir.",
+                )
+            )
 
 
 def run_folder(cfg: RunConfig) -> Path:
@@ -147,29 +209,57 @@ def sample_stage(cfg: RunConfig, reporter: Reporter | None = None):
 
 
 def _sample_into_store(cfg: RunConfig, reporter: Reporter):
-    """sample_stage once its settings are checked and the folder is locked."""
+    """sample_stage once its settings are checked and the folder is locked. Each pass is stored as it
+    finishes; a rerun after a kill streams only the passes whose features are not all stored (and resumes
+    the pass in flight from its checkpoint)."""
+    from autointerp.sampler import plan_passes, sample_passes
+
     store, run_id, run_dir = open_run(cfg)
-    if run_id is not None and store.load_samples(run_id):
+    if run_id is not None and sampling_finished(store, run_id):
         reporter.note(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
         return store, run_id
     inputs = load_inputs(cfg)
-    assert inputs.contexts is not None
+    contexts = inputs.contexts
+    assert contexts is not None
     started = time.time()
-    samples, n_dead, n_passes = sample(cfg, inputs, reporter, checkpoint_dir=run_dir / "sampling")
-    fingerprint, n_tokens = inputs.contexts.fingerprint()  # left by the passes' reads: no extra read
-    if run_id is None:
-        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
-        store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, fingerprint)
-    store.save_samples(run_id, samples)
-    save_run_logits(store, run_id, inputs.sae, inputs.model, [s.feature for s in samples])  # model still loaded
-    seconds = max(time.time() - started, 1e-9)
-    streamed = n_tokens * n_passes
-    over = f"{n_tokens:,} tokens" if n_passes == 1 else f"{n_tokens:,} tokens x {n_passes} passes = {streamed:,}"
+    features, n_dead = choose(cfg, inputs)
+    writer = PassWriter(store, run_id, run_dir, cfg, inputs, features)
+    writer.check_corpus()
+    passes = plan_passes(features, cfg.sampler, contexts.context_size, inputs.sae.device, inputs.sae)[0]
+    n_left = sum(not writer.done(p) for p in passes)
+    n_sampled = n_streamed = 0
+    with reporter.progress() as bar:
+        # Every pass streams the corpus again: the bar, its ETA and tok/s count tokens x passes left.
+        label = "sampling" if len(passes) == 1 else f"sampling ({len(passes)} passes)"
+        if n_left < len(passes):
+            label = f"sampling ({n_left} of {len(passes)} passes left)"
+        task = bar.add_task(label, total=contexts.n_tokens() * n_left)
+        for _, _, records in sample_passes(
+            inputs.model,
+            inputs.sae,
+            contexts,
+            features,
+            cfg.sampler,
+            inputs.special_ids,
+            inputs.first_position,
+            token_rate(bar, task),
+            reporter=reporter,
+            checkpoint_dir=run_dir / "sampling",
+            done=writer.done,
+        ):
+            writer.save(records)
+            # Exact once a pass read the corpus through: it may be shorter than the --n-tokens the total assumed.
+            bar.set_total(task, contexts.n_tokens() * n_left)
+            n_sampled, n_streamed = n_sampled + len(records), n_streamed + 1
+            del records  # stored: not held while the next pass streams
+    assert writer.run_id is not None
+    n_tokens = contexts.fingerprint()[1]  # left by the passes' reads: no extra read
     reporter.note(
-        f"Sampled {len(samples)} features over {over} in {seconds:.0f}s ({streamed / seconds:,.0f} tok/s); "
-        f"{n_dead} dead features never chosen. Stored in {run_dir}."
+        sampling_note(
+            n_sampled, n_tokens, n_streamed, time.time() - started, n_dead, run_dir, n_resumed=len(passes) - n_left
+        )
     )
-    return store, run_id
+    return store, writer.run_id
 
 
 def run(cfg: RunConfig, retry_failed: bool = False, reporter: Reporter | None = None) -> dict:

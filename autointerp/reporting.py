@@ -44,6 +44,9 @@ class Progress:
     def advance(self, task: int, amount: float = 1, info: str = "") -> None:
         """`amount` more units of `task` are done; `info` replaces its status line."""
 
+    def set_total(self, task: int, total: float) -> None:
+        """`task` turned out to have `total` units (known once some of the work is done, e.g. a corpus's length)."""
+
 
 def token_rate(progress: Progress, task, suffix: str = "") -> Callable[[int, float], None]:
     """The sampler's progress callback: (tokens just done, seconds since the pass began) -> advance `task`

@@ -3,7 +3,10 @@ windows and activation statistics, in state that is O(features x k) on the model
 
 This module drives a pass: it streams batches of contexts (its share of them when several ranks run,
 see sampling_distributed.py), splits the features into passes that fit `max_state_gb`, checkpoints
-the state every `checkpoint_tokens` tokens and resumes from the checkpoint. The streaming update is
+the state every `checkpoint_tokens` tokens and resumes from the checkpoint. Within a batch the SAE is
+encoded and the state updated one block of ENCODE_BLOCK features at a time, so a pass holds every
+feature's state but only one block's activations and batch work: memory, not batch size, sets how many
+features a pass takes. The streaming update is
 sampler_stream.py; the state, its hashes and its exact merge across shards are sampler_state.py;
 records are built in sampler_results.py.
 
@@ -35,18 +38,17 @@ explanation and scoring windows never share a context):
   hashed offset, stored with their TRUE activations.
 - non-activating: bottom-k sampling over contexts where the feature never fires, window at a hashed
   offset of the context.
-- hard_negative (score split only): windows that hold the feature's strongest token where it does not
-  fire. The top tokens are only known at the end, so the rule is two-stage and says so: the sampler
-  follows the token id t at the feature's running max (a context sets a new max only if its peak is
-  strictly above every earlier one, so the first context wins a tie; within a context the first
-  position of its peak). Each time t changes, the reservoir restarts. It keeps, among the contexts
-  streamed since t last changed where the feature never fires, the n_hard_negative_score with the
-  smallest keys of (seed, feature, context) that contain t at a valid position; the window is centred
-  like a top window on the occurrence with the smallest key of (that key, position). So every window
-  contains t = the token of the final max and has zero activation throughout; contexts streamed
-  before t was last established are not eligible (an early max token gets the whole corpus, a late
-  one only its tail). Unlike the other reservoirs this depends on the order of contexts (not on the
-  batching): shards of a corpus do not merge exactly here.
+- hard_negative (score split only): windows that hold the feature's target token where it never fires.
+  The target is fixed before any score context is streamed, so the draw is order-free and mergeable: a
+  pass streams every explanation-split context first, then takes for each feature the token at the peak
+  of its best explanation window (peak desc, then the smaller context id; within a context the first
+  position of its peak), the token the explainer sees at activation 10 (-1, no hard negatives, if the
+  feature never fires in the explanation split); under several ranks, from the ranks' merged top-1
+  (sampling_distributed.agree_hard_targets). Then, over the score-split contexts, it keeps the
+  n_hard_negative_score contexts with the smallest keys of (seed, feature, context) among those where the
+  feature never fires that contain the target at a valid position; the window is centred like a top window
+  on the occurrence with the smallest key of (that key, position). The price of the order: the corpus is
+  read (and tokenised) twice per pass, each context still goes through the model once.
 Statistics (token count, firing count, max, mean when active, histogram on the same grid) count every
 token except BOS and other special tokens, in both splits, each feature reduced on its own.
 """
@@ -71,11 +73,25 @@ from autointerp.hooks import hook_stop_layer
 from autointerp.records import FeatureSample
 from autointerp.reporting import Reporter
 from autointerp.sampler_results import finish_records
-from autointerp.sampler_state import FeatureState, from_tensors, state_bytes_per_feature
+from autointerp.sampler_state import (
+    STATE_FORMAT,
+    FeatureState,
+    explain_best,
+    from_tensors,
+    split_of,
+    state_bytes_per_feature,
+)
 from autointerp.sampler_stream import Sampler, check_window
 
 GB = 1 << 30
+# Features per encode matmul. A matmul's rounding may depend on its width, so the encode always runs in
+# blocks of this many of the pass's features and passes hold whole blocks (plan_passes): a feature's
+# activations are then the same bits in one pass or in many.
+ENCODE_BLOCK = 4096
 DEFAULT_CHECKPOINT_TOKENS = 1_000_000  # per rank: a kill loses at most this much streaming
+# By default a checkpoint also waits until streaming has taken this many times the last save's duration:
+# a wide pass's state (tens of GB for 1M features) then costs at most ~1/CHECKPOINT_SPACING of the time.
+CHECKPOINT_SPACING = 10
 
 
 class Contexts(Protocol):
@@ -119,6 +135,40 @@ def iter_batches(tokens_NL: Tensor, batch_size: int) -> Iterator[tuple[Tensor, T
     return TensorContexts(tokens_NL).batches(batch_size)
 
 
+def split_batches(
+    batches: Iterator[tuple[Tensor, Tensor]], split: int, cfg: SamplerConfig
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The contexts of one split (0 explain, 1 score; `split_of`) from `batches`, regrouped into full batches
+    of `cfg.batch_size`, in stream order."""
+    ids: list[Tensor] = []
+    rows: list[Tensor] = []
+    held = 0
+    for context_ids_B, tokens_BL in batches:  # on the host: nothing here waits for a device
+        keep = torch.from_numpy(np.flatnonzero((split_of(context_ids_B, cfg) == split).numpy()))
+        ids.append(context_ids_B.index_select(0, keep))
+        rows.append(tokens_BL.index_select(0, keep))
+        held += len(keep)
+        while held >= cfg.batch_size:
+            all_ids, all_rows = torch.cat(ids), torch.cat(rows)
+            yield all_ids[: cfg.batch_size], all_rows[: cfg.batch_size]
+            ids, rows, held = [all_ids[cfg.batch_size :]], [all_rows[cfg.batch_size :]], held - cfg.batch_size
+    if held:
+        yield torch.cat(ids), torch.cat(rows)
+
+
+def block_encoder(sae, x_ND: Tensor, blocks: list[Tensor], shape_BL: tuple[int, int]) -> Callable[[int, int], Tensor]:
+    """`acts_of(lo, hi)` for `Sampler.update_blocks`: the activations [B, L, hi - lo] of the pass's features
+    lo..hi-1, one encode matmul per block of ENCODE_BLOCK (blocks[lo // ENCODE_BLOCK]), made when asked, so
+    only one block's activations are held and their bits do not depend on how many blocks a pass holds.
+    An SAE whose features compete (topk), or one run through its own encode (api.ForeignSAE, no
+    `architecture`), computes every activation anyway: one encode, sliced."""
+    if len(blocks) > 1 and not getattr(getattr(sae, "architecture", None), "couples_features", True):
+        return lambda lo, hi: sae.encode(x_ND, features=blocks[lo // ENCODE_BLOCK]).view(*shape_BL, hi - lo)
+    index = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    acts_BLF = sae.encode(x_ND, features=index).view(*shape_BL, len(index))
+    return lambda lo, hi: acts_BLF[..., lo:hi]
+
+
 @torch.no_grad()
 def hook_activations(model, tokens_BL: Tensor, hook_name: str) -> Tensor:
     """The model's activation at `hook_name` [B, L, D], stopping the forward pass right after it."""
@@ -148,17 +198,37 @@ def _size(n: float) -> str:
     return f"{n / GB:,.2f} GiB" if n >= GB / 10 else f"{n / (1 << 20):,.1f} MiB"
 
 
+def sae_bytes(sae, cfg: SamplerConfig, context_size: int) -> tuple[int, int]:
+    """(bytes per tracked feature, fixed bytes per batch) the SAE's encode adds on its device: the pass's
+    sliced encoder columns (W_enc column and per-feature vectors, see SparseAutoencoder.encode); an SAE whose
+    features compete (topk) instead holds every pre-activation and activation of a batch [B x L, d_sae]."""
+    if sae is None:
+        return 0, 0
+    size = getattr(getattr(sae, "dtype", None), "itemsize", 4)
+    if getattr(getattr(sae, "architecture", None), "couples_features", True):
+        return 0, cfg.batch_size * context_size * sae.cfg.d_sae * (size + 4)
+    return (sae.cfg.d_in + 4) * size, 0
+
+
 def plan_passes(
-    features: list[int], cfg: SamplerConfig, context_size: int, device: str | torch.device = "cpu"
+    features: list[int], cfg: SamplerConfig, context_size: int, device: str | torch.device = "cpu", sae=None
 ) -> tuple[list[list[int]], str]:
-    """Features split into passes whose state fits `cfg.max_state_gb` on `device`, and a sentence
-    saying so. Off the CPU the sampler's steps are the sync-free ones, which need more batch memory."""
+    """Features split into passes that fit `cfg.max_state_gb` on `device`, and a sentence saying so. A pass
+    holds every feature's state (and, given `sae`, its encoder columns) but the batch work of only one block
+    of ENCODE_BLOCK features at a time (Sampler.update_blocks). Off the CPU the sampler's steps are the
+    sync-free ones, which need more batch memory."""
     state, work = bytes_per_feature(cfg, context_size, sync_free=torch.device(device).type != "cpu")
-    per = state + work
-    total = per * len(features)
+    columns, fixed = sae_bytes(sae, cfg, context_size)
+    per = state + columns
+
+    def need(n: int) -> int:  # bytes a pass of n features holds at its peak
+        return n * per + min(n, ENCODE_BLOCK) * work + fixed
+
     sentence = (
-        f"Sampler memory: ~{per / 1024:,.1f} KB per feature ({state / 1024:,.1f} KB state + {work / 1024:,.1f} KB "
-        f"per batch), {_size(total)} for {len(features):,} features"
+        f"Sampler memory: ~{per / 1024:,.1f} KB per feature ({state / 1024:,.1f} KB state"
+        + (f" + {columns / 1024:,.1f} KB encoder columns" if columns else "")
+        + f") and {_size(min(len(features), ENCODE_BLOCK) * work + fixed)} of batch work (one block of up to "
+        f"{ENCODE_BLOCK:,} features at a time), {_size(need(len(features)))} for {len(features):,} features"
     )
     limit_gb, source = cfg.max_state_gb, "--max-state-gb"
     if limit_gb is None and torch.device(device).type == "cuda":
@@ -166,14 +236,18 @@ def plan_passes(
         limit_gb, source = 0.8 * torch.cuda.mem_get_info(torch.device(device))[0] / GB, "80 % of free GPU memory"
     if limit_gb is None:
         return [list(features)], sentence + "."
-    fit = int(limit_gb * GB // per)
+    limit = int(limit_gb * GB)
+    fit = (limit - fixed) // (per + work)  # up to a block, each feature also brings its batch work
+    if fit >= ENCODE_BLOCK:
+        fit = (limit - fixed - ENCODE_BLOCK * work) // per
+        fit -= fit % ENCODE_BLOCK  # whole encode blocks: the same activations in one pass or many
     if fit < 1:
         raise InputError(
             expected(
                 source,
                 f"{limit_gb:g}",
-                f"at least {per / GB:.6f} GB, what one feature's state and batch work take "
-                f"(window {cfg.window_size}, batch {cfg.batch_size}, grid {cfg.interval_grid})",
+                f"at least {need(1) / GB:.6f} GB, what one feature's state and batch work take "
+                f"(window {cfg.window_size}, batch {cfg.batch_size}, context {context_size}, grid {cfg.interval_grid})",
                 "Raise --max-state-gb or lower --batch-size.",
             )
         )
@@ -189,11 +263,13 @@ def plan_passes(
 
 class Checkpoints:
     """One file per (pass, rank) in `folder`: the state after this rank's first `contexts_done`
-    contexts. Files from other settings (features, sampler settings, world size) are ignored."""
+    contexts, counted in the order a pass streams them (explanation split, then score split). Files from
+    other settings (features, sampler settings, world size, state format) are ignored."""
 
     def __init__(self, folder: Path | None, cfg: SamplerConfig, rank: int, world: int, extra: str = "") -> None:
         self.folder, self.rank, self.world = folder, rank, world
         settings = cfg.model_dump(exclude={"batch_size", "checkpoint_tokens", "max_state_gb"})
+        settings["state_format"] = STATE_FORMAT
         self.digest = hashlib.sha256((json.dumps(settings, sort_keys=True) + extra).encode()).hexdigest()[:16]
 
     def path(self, pass_index: int) -> Path | None:
@@ -252,41 +328,120 @@ def run_pass(
     sync_free: bool | None = None,
 ) -> FeatureState:
     """Stream this rank's share of `contexts` and return its state for `features` (resuming from a
-    checkpoint when one matches). The loop reads nothing back to the host per batch: activations,
-    masks and reservoirs stay on the device (see sampler_stream.Sampler.update)."""
+    checkpoint when one matches): first its explanation-split contexts, then, once the hard-negative
+    targets are fixed (agreed by every rank), its score-split ones. The loop reads nothing back to the
+    host per batch: activations, masks and reservoirs stay on the device (see sampler_stream.Sampler.update)."""
     device = sae.device
     resumed = checkpoints.load(pass_index, features) if checkpoints else None
     state, done = resumed if resumed else (None, 0)
     sampler = Sampler(features, contexts.context_size, cfg, first_position, device, state, sync_free)
     feature_idx = torch.tensor(features, device=device)
+    blocks = list(feature_idx.split(ENCODE_BLOCK))
     special = torch.tensor(special_ids or [-1], device=model.cfg.device)
     started, seen, since_checkpoint = time.perf_counter(), 0, 0
     every = cfg.checkpoint_tokens or DEFAULT_CHECKPOINT_TOKENS
-    for context_ids_B, tokens_BL in contexts.batches(cfg.batch_size, rank, world):
-        skip = min(max(done - seen, 0), len(context_ids_B))
-        seen += len(context_ids_B)
-        if skip == len(context_ids_B):  # streamed before the checkpoint
+    last_save_s, saved_at = 0.0, started  # an explicit --checkpoint-tokens is kept to the token
+    for split in (0, 1):
+        if split == 1:  # every rank, resumed or not: the agreement is collective
+            sampler.fix_hard_targets(sampling_distributed.agree_hard_targets(*explain_best(sampler.state)))
+        for context_ids_B, tokens_BL in split_batches(contexts.batches(cfg.batch_size, rank, world), split, cfg):
+            skip = min(max(done - seen, 0), len(context_ids_B))
+            seen += len(context_ids_B)
+            if skip == len(context_ids_B):  # streamed before the checkpoint
+                if progress:
+                    progress(tokens_BL.numel(), time.perf_counter() - started)
+                continue
+            context_ids_B, tokens_BL = context_ids_B[skip:], tokens_BL[skip:]
+            if torch.device(model.cfg.device).type == "cuda":  # pinned: the copy overlaps the device's work
+                tokens_BL = tokens_BL.pin_memory()
+            tokens_BL = tokens_BL.to(model.cfg.device, non_blocking=True)
+            resid_BLD = hook_activations(model, tokens_BL, sae.cfg.hook_name)
+            acts_of = block_encoder(sae, resid_BLD.flatten(0, 1), blocks, tuple(tokens_BL.shape))
+            valid_BL = ~torch.isin(tokens_BL, special)
+            valid_BL[:, :first_position] = False
+            # One block of features at a time: its activations and batch work, never the whole pass's.
+            sampler.update_blocks(acts_of, ENCODE_BLOCK, tokens_BL, context_ids_B, valid_BL.to(device))  # ids on host
+            since_checkpoint += tokens_BL.numel()
+            spaced = cfg.checkpoint_tokens or time.perf_counter() - saved_at >= CHECKPOINT_SPACING * last_save_s
+            if checkpoints and since_checkpoint >= every and spaced:
+                t0 = time.perf_counter()
+                checkpoints.save(pass_index, sampler.state, seen)
+                saved_at = time.perf_counter()
+                last_save_s, since_checkpoint = saved_at - t0, 0
             if progress:
                 progress(tokens_BL.numel(), time.perf_counter() - started)
-            continue
-        context_ids_B, tokens_BL = context_ids_B[skip:], tokens_BL[skip:]
-        if torch.device(model.cfg.device).type == "cuda":  # pinned: the copy overlaps the device's work
-            tokens_BL = tokens_BL.pin_memory()
-        tokens_BL = tokens_BL.to(model.cfg.device, non_blocking=True)
-        resid_BLD = hook_activations(model, tokens_BL, sae.cfg.hook_name)
-        acts_BLF = sae.encode(resid_BLD.flatten(0, 1), features=feature_idx).view(*tokens_BL.shape, len(features))
-        valid_BL = ~torch.isin(tokens_BL, special)
-        valid_BL[:, :first_position] = False
-        sampler.update(acts_BLF, tokens_BL, context_ids_B, valid_BL.to(device))  # ids stay on the host
-        since_checkpoint += tokens_BL.numel()
-        if checkpoints and since_checkpoint >= every:
-            checkpoints.save(pass_index, sampler.state, seen)
-            since_checkpoint = 0
-        if progress:
-            progress(tokens_BL.numel(), time.perf_counter() - started)
     if checkpoints:
         checkpoints.save(pass_index, sampler.state, seen)  # a finished pass is not streamed again
+    if hasattr(sae, "release_subsets"):  # this pass's sliced encoder weights: not held during the next pass
+        sae.release_subsets()
     return sampler.state
+
+
+def sample_passes(
+    model,
+    sae,
+    tokens_NL: "Tensor | Contexts",
+    features: list[int],
+    cfg: SamplerConfig,
+    special_ids: list[int],
+    first_position: int,
+    progress: Callable[[int, float], None] | None = None,
+    decode: Callable[[list[int]], list[str]] | None = None,
+    reporter: Reporter | None = None,
+    checkpoint_dir: Path | None = None,
+    done: Callable[[list[int]], bool] | None = None,
+    keep_finished: bool = False,
+) -> Iterator[tuple[int, int, list[FeatureSample]]]:
+    """`sample_features` one pass at a time: yields (pass index, number of passes, that pass's records) as
+    each pass finishes, so the caller can store a pass and drop it before the next one streams; neither side
+    then holds more than one pass of records (a 1M-feature SAE's records never sit in memory together), and
+    a kill loses at most the pass in flight. Under torch.distributed rank 0 yields the records after the
+    exact merge; the other ranks yield [] for the same passes.
+
+    `done(pass_features)`, asked on rank 0 before the first pass: True for a pass the caller already holds
+    (stored by an earlier, killed run); it is neither streamed nor yielded. Rank 0's plan and answers go to
+    every rank (broadcast), since each pass ends in a collective merge that all ranks must join: on a GPU the
+    plan depends on the memory free there, and only rank 0 sees the store.
+
+    With `checkpoint_dir`, a pass's checkpoint files go once the caller asks for the next pass (it has
+    stored what it was given by then), unless `keep_finished`; the rest go at the end."""
+    contexts = TensorContexts(tokens_NL) if isinstance(tokens_NL, Tensor) else tokens_NL
+    check_window(contexts.context_size, first_position, cfg)
+    rank, world = sampling_distributed.rank_and_world()
+    passes, sentence = plan_passes(features, cfg, contexts.context_size, sae.device, sae)
+    if reporter and rank == 0:
+        reporter.note(sentence)
+    skip = [bool(done(p)) for p in passes] if done is not None and rank == 0 else [False] * len(passes)
+    if world > 1:
+        box = [(passes, skip)]
+        torch.distributed.broadcast_object_list(box, src=0)
+        passes, skip = box[0]
+    extra = f"{first_position}:{contexts.context_size}:{contexts.identity()}"
+    checkpoints = Checkpoints(checkpoint_dir, cfg, rank, world, extra) if checkpoint_dir else None
+    decode = decode or token_decoder(model.tokenizer)
+    t0 = time.perf_counter()
+    overall = (lambda n, _seconds: progress(n, time.perf_counter() - t0)) if progress else None
+    for p, pass_features in enumerate(passes):
+        if skip[p]:
+            continue
+        state = run_pass(
+            model, sae, contexts, pass_features, cfg, special_ids, first_position, overall, checkpoints, p, rank, world
+        )
+        with torch.no_grad():  # not a decorator: torch's generator wrapper holds the last yield (a pass's records)
+            if world > 1:
+                state = sampling_distributed.gather_and_merge(state, cfg)
+            records = [] if state is None else finish_records(state, cfg, cfg.window_size, contexts.tokens_of, decode)
+        del state  # not held (on the device) while the next pass's state grows
+        yield p, len(passes), records
+        del records  # the caller has them: held here they would double the records in memory
+        path = checkpoints.path(p) if checkpoints and not keep_finished else None
+        if path is not None:
+            # The caller stored the pass before asking for the next. (On another rank this may run before
+            # rank 0 stored it; a kill in between only costs that rank this pass's streaming again.)
+            path.unlink(missing_ok=True)
+    if checkpoints:
+        sampling_distributed.barrier()  # every rank is past its last pass before files go
+        checkpoints.clear(len(passes))
 
 
 @torch.no_grad()
@@ -303,7 +458,8 @@ def sample_features(
     reporter: Reporter | None = None,
     checkpoint_dir: Path | None = None,
 ) -> list[FeatureSample]:
-    """Stream the corpus through `model` to the SAE's hook and sample windows for `features`.
+    """Stream the corpus through `model` to the SAE's hook and sample windows for `features`: every pass of
+    `sample_passes`, concatenated (in memory at once; `sample_passes` lets a caller store pass by pass).
 
     `tokens_NL`: contexts [N, L] in memory, or a `Contexts` stream (corpus.StreamedContexts).
     Features are split into passes by `cfg.max_state_gb` (the estimate goes to `reporter` first).
@@ -311,30 +467,10 @@ def sample_features(
     records after an exact merge; other ranks return []. `progress(tokens_done_in_batch, seconds)`
     is called after every batch of every pass. With `checkpoint_dir`, the state is saved every
     `cfg.checkpoint_tokens` tokens and a rerun resumes from it; the files are removed at the end."""
-    contexts = TensorContexts(tokens_NL) if isinstance(tokens_NL, Tensor) else tokens_NL
-    check_window(contexts.context_size, first_position, cfg)
-    rank, world = sampling_distributed.rank_and_world()
-    passes, sentence = plan_passes(features, cfg, contexts.context_size, sae.device)
-    if reporter and rank == 0:
-        reporter.note(sentence)
-    extra = f"{first_position}:{contexts.context_size}:{contexts.identity()}"
-    checkpoints = Checkpoints(checkpoint_dir, cfg, rank, world, extra) if checkpoint_dir else None
-    decode = decode or token_decoder(model.tokenizer)
-    t0 = time.perf_counter()
-    overall = (lambda n, _seconds: progress(n, time.perf_counter() - t0)) if progress else None
-    out: list[FeatureSample] = []
-    for p, pass_features in enumerate(passes):
-        state = run_pass(
-            model, sae, contexts, pass_features, cfg, special_ids, first_position, overall, checkpoints, p, rank, world
-        )
-        if world > 1:
-            state = sampling_distributed.gather_and_merge(state, cfg)
-        if state is not None:
-            out += finish_records(state, cfg, cfg.window_size, contexts.tokens_of, decode)
-    if checkpoints:
-        sampling_distributed.barrier()  # every rank is past its last pass before files go
-        checkpoints.clear(len(passes))
-    return out
+    # keep_finished: the records of finished passes live only in this call, so their checkpoints resume them.
+    args = (model, sae, tokens_NL, features, cfg, special_ids, first_position, progress, decode, reporter)
+    passes = sample_passes(*args, checkpoint_dir, keep_finished=True)
+    return [record for _, _, records in passes for record in records]
 
 
 def token_decoder(tokenizer) -> Callable[[list[int]], list[str]]:

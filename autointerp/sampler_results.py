@@ -21,7 +21,6 @@ SPLITS = ("explain", "score")
 GROUPS = ("top", "interval", "random", "nonactivating", "hard_negative")
 
 
-
 def to_host(tensors: dict[str, Tensor]) -> dict[str, np.ndarray]:
     """The tensors as host arrays. From a GPU they are copied into pinned host memory without waiting, then
     the host waits once: the copies queue back to back at full bandwidth (a pageable copy is staged
@@ -35,6 +34,7 @@ def to_host(tensors: dict[str, Tensor]) -> dict[str, np.ndarray]:
     for device in devices:
         torch.cuda.synchronize(device)
     return {k: p.numpy() for k, p in pinned.items()}
+
 
 def cell_of(values: Tensor, bound: Tensor, G: int) -> Tensor:
     """Grid cell of positive values: cell c covers (c, c+1] * bound / G."""

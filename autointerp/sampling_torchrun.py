@@ -4,12 +4,12 @@
 
 takes the flags of `autointerp sample`. Each rank streams and tokenises the corpus itself, keeping its
 share of the contexts (sampling_distributed.py says how the work is split, merged, and how a dead rank
-is named); rerunning the same command after a failure resumes every rank from its checkpoint.
+is named). Rank 0 stores each pass's merged records as the pass finishes; rerunning the same command after
+a failure streams only the passes not stored, every rank resuming the pass in flight from its checkpoint.
 """
 
 import argparse
 import itertools
-import random
 import sys
 import time
 from pathlib import Path
@@ -21,12 +21,11 @@ import torch.distributed as dist
 from autointerp.cli import RunFlagHelpFormatter, add_run_flags, build_config
 from autointerp.corpus import StreamedContexts
 from autointerp.inputs import DEFAULT_CONTEXT_SIZE, load_inputs
-from autointerp.logits import save_run_logits
-from autointerp.pipeline import open_run, run_folder, with_model_name
+from autointerp.pipeline import PassWriter, open_run, run_folder, sampling_finished, sampling_note, with_model_name
 from autointerp.preflight import check_run
 from autointerp.reporting import Reporter, token_rate
 from autointerp.run_lock import RunLock
-from autointerp.sampler import hook_activations, plan_passes, sample_features
+from autointerp.sampler import hook_activations, plan_passes, sample_passes
 from autointerp.sampling_distributed import init_from_env
 from autointerp.selection import choose_features, probe_log10_density
 
@@ -48,36 +47,47 @@ def main(argv: list[str] | None = None) -> int:
         reporter = TerminalReporter()
         RunLock(run_folder(cfg)).acquire()  # one writer per run folder; held until this process ends
         store, run_id, run_dir = open_run(cfg)
-        if run_id is not None and store.load_samples(run_id):
+        if run_id is not None and sampling_finished(store, run_id):
             reporter.note(f"Samples already stored in {run_dir} (run {run_id}); skipping sampling.")
             dist.broadcast_object_list([None], src=0)
             return 0
         box = [str(run_dir)]
     else:
-        reporter, box = Reporter(), [None]
+        reporter, box, store, run_id = Reporter(), [None], None, None
     dist.broadcast_object_list(box, src=0)
     if box[0] is None:
         return 0
     run_dir = Path(box[0])
     inputs = load_inputs(cfg, with_corpus=False)
+    started = time.time()
     model, sae = inputs.model, inputs.sae
     context_size = min(cfg.sampler.context_size or sae.cfg.context_size or DEFAULT_CONTEXT_SIZE, model.cfg.n_ctx)
     # Every rank reads and tokenises the documents itself and keeps only its share: no rank holds the corpus.
     contexts = StreamedContexts(cfg.corpus, model.tokenizer, context_size, sae.cfg.prepend_bos, cfg.sampler.n_tokens)
+    inputs.contexts = contexts
     density = sae.log10_density
     if density is None and not cfg.selection.features:
         n_probe = max(1, cfg.selection.density_probe_tokens // context_size)
         probe = torch.from_numpy(np.stack(list(itertools.islice(contexts.rows(), n_probe))))
         args = (inputs.special_ids, inputs.first_position, cfg.sampler.batch_size, hook_activations)
         density = probe_log10_density(model, sae, probe, *args)
+    # Each rank chooses; sample_passes streams rank 0's choice on every rank.
     features, n_dead = choose_features(cfg.selection, density, sae.cfg.d_sae)
-    started = time.time()
-    with reporter.progress() as bar:
-        n_passes = len(plan_passes(features, cfg.sampler, context_size, sae.device)[0])
-        share = cfg.sampler.n_tokens // context_size * context_size // world  # rank 0's share, at most
-        task = bar.add_task(f"sampling (rank 0 of {world})", total=share * n_passes)
-        progress = token_rate(bar, task, " on rank 0")
-        samples = sample_features(
+    writer = PassWriter(store, run_id, run_dir, cfg, inputs, features) if rank == 0 else None
+    if writer:
+        writer.check_corpus()
+    passes = plan_passes(features, cfg.sampler, context_size, sae.device, sae)[0]
+    n_left = sum(not writer.done(p) for p in passes) if writer else len(passes)
+    n_sampled = n_streamed = 0
+
+    def rank0_tokens() -> int:
+        """Rank 0's share of the tokens of one pass; exact once a read went through the corpus (before that,
+        --n-tokens cut to whole contexts: a shorter corpus has fewer), and reads it when no --n-tokens is set."""
+        return rank_share(contexts.n_tokens() // context_size, 0, world) * context_size
+
+    with reporter.progress() as bar:  # only rank 0's is shown (the other ranks' reporter shows nothing)
+        task = bar.add_task(f"sampling (rank 0 of {world})", total=rank0_tokens() * n_left if writer else 0)
+        for _, _, records in sample_passes(
             model,
             sae,
             contexts,
@@ -85,24 +95,32 @@ def main(argv: list[str] | None = None) -> int:
             cfg.sampler,
             inputs.special_ids,
             inputs.first_position,
-            progress,
+            token_rate(bar, task, " on rank 0"),
             reporter=reporter,
             checkpoint_dir=run_dir / "sampling",
-        )
-    if rank == 0:
-        fingerprint, n = contexts.fingerprint()
-        if run_id is None:
-            run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{random.randrange(16**4):04x}"
-            store.create_run(run_id, run_dir.name, cfg, inputs.sae_fingerprint, fingerprint)
-        store.save_samples(run_id, samples)
-        save_run_logits(store, run_id, sae, model, [s.feature for s in samples])  # W_dec @ W_U, model still loaded
+            done=writer.done if writer else None,
+        ):
+            if writer:  # rank 0: the merged records of the pass, stored before the next pass streams
+                writer.save(records)
+                bar.set_total(task, rank0_tokens() * n_left)  # exact now that the pass read the corpus through
+            n_sampled, n_streamed = n_sampled + len(records), n_streamed + 1
+            del records
+    if writer:
+        n_tokens = contexts.fingerprint()[1]  # left by the passes' reads: no extra read
         seconds = time.time() - started
         reporter.note(
-            f"Sampled {len(samples)} features over {n:,} tokens on {world} ranks in {seconds:.0f}s "
-            f"({n / seconds:,.0f} tok/s); {n_dead} dead features never chosen. Stored in {run_dir}."
+            sampling_note(
+                n_sampled, n_tokens, n_streamed, seconds, n_dead, run_dir, world=world, n_resumed=len(passes) - n_left
+            )
         )
     dist.destroy_process_group()
     return 0
+
+
+def rank_share(n_contexts: int, rank: int, world: int) -> int:
+    """How many of `n_contexts` contexts rank `rank` streams: the i with i % world == rank (ranks differ by at
+    most one; a rank past the end gets none)."""
+    return len(range(rank, n_contexts, world))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,11 @@ class TerminalProgress(Progress):
 
         self._bars.update(TaskID(task), advance=amount, info=info)
 
+    def set_total(self, task: int, total: float) -> None:
+        from rich.progress import TaskID
+
+        self._bars.update(TaskID(task), total=total)
+
 
 @dataclass
 class _Task:
@@ -158,6 +163,10 @@ class PlainProgress(Progress):
                 line = plain_line(state, time.monotonic())
         if line:
             self._print([line])
+
+    def set_total(self, task: int, total: float) -> None:
+        with self._lock:
+            self.tasks[task].total = total
 
 
 class TerminalReporter(Reporter):

@@ -281,6 +281,40 @@ def gpu_plan(tok_s: float, batch_sizes: tuple[int, ...] = (16, 8, 4)) -> str:
     return "\n".join(lines + bench.table(head, rows))
 
 
+def compare_blocks(args, repeats: int = 3) -> dict:
+    """One pass over the same features and tokens folded in blocks of ENCODE_BLOCK vs as one block (the
+    update before blocks), interleaved so a shared machine's drift hits both alike; the states must be
+    equal bit for bit."""
+    import autointerp.sampler as sampler_module
+
+    with torch.no_grad():
+        setup = build(args)
+    cfg = SamplerConfig(batch_size=args.batch_size)
+    contexts = TensorContexts(setup.tokens_NL)
+    features = list(range(setup.sae.cfg.d_sae))
+    sizes = (ENCODE_BLOCK, len(features))
+    seconds: dict[int, list[float]] = {size: [] for size in sizes}
+    states = {}
+    try:
+        for _ in range(repeats):
+            for size in sizes:
+                sampler_module.ENCODE_BLOCK = size
+                t0 = time.perf_counter()
+                state = run_pass(setup.model, setup.sae, contexts, features, cfg, setup.special_ids, 1)
+                seconds[size].append(time.perf_counter() - t0)
+                states.setdefault(size, state.tensors())
+    finally:
+        sampler_module.ENCODE_BLOCK = ENCODE_BLOCK
+    equal = all(torch.equal(states[sizes[0]][k], states[sizes[1]][k]) for k in states[sizes[0]])
+    median = {size: sorted(v)[len(v) // 2] for size, v in seconds.items()}
+    print(
+        f"{len(features):,} features, {setup.tokens_NL.numel():,} tokens, {args.device}: blocks of {sizes[0]:,} "
+        f"{median[sizes[0]]:.2f} s, one block of {sizes[1]:,} {median[sizes[1]]:.2f} s (median of {repeats}, "
+        f"interleaved; ratio {median[sizes[1]] / median[sizes[0]]:.2f}x); states equal bit for bit: {equal}"
+    )
+    return {"features": len(features), "seconds": {str(k): v for k, v in seconds.items()}, "states_equal": equal}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -300,11 +334,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gpu-tok-s", type=float, default=20_000, help="ASSUMED tokens/s per pass for the GPU plan")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--compare-blocks", action="store_true", help="time one pass in blocks of 4,096 vs one block (use --d-sae)"
+    )
     args = parser.parse_args(argv)
     if args.max_state_gb is None and args.device == "cpu":
         args.max_state_gb = 4.0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare_blocks:
+        report = compare_blocks(args)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+        return report
     report = run(args)
     print(markdown(report))
     print()

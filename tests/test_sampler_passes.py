@@ -143,6 +143,29 @@ def test_a_killed_pass_resumes_from_its_checkpoint(tiny_model, tmp_path):
     assert not folder.exists()  # checkpoints go once the pass is done
 
 
+def test_default_checkpoints_wait_for_ten_times_their_own_duration(tiny_model, tmp_path, monkeypatch):
+    """By default a checkpoint is also spaced by CHECKPOINT_SPACING x the last save's duration (a 1M-feature
+    state is tens of GB to write); an explicit --checkpoint-tokens is kept to the token."""
+    import autointerp.sampler as sampler
+
+    saves = []
+    save = sampler.Checkpoints.save
+    monkeypatch.setattr(sampler.Checkpoints, "save", lambda self, *a: saves.append(a[2]) or save(self, *a))
+    monkeypatch.setattr(sampler, "DEFAULT_CHECKPOINT_TOKENS", 4 * 32)  # due after every batch
+    tokens, sae = text_tokens(24, 32), sparse_sae("topk")
+
+    def n_saves(cfg, spacing):
+        monkeypatch.setattr(sampler, "CHECKPOINT_SPACING", spacing)
+        saves.clear()
+        sample_features(tiny_model, sae, tokens, FEATURES, cfg, [1], 1, decode=decode, checkpoint_dir=tmp_path / "c")
+        return len(saves)
+
+    every_batch = n_saves(MODEL_CFG, 0)
+    assert every_batch >= 6  # one per batch and one at the end
+    assert n_saves(MODEL_CFG, 1e9) == 2  # the first, then none until the pass ends
+    assert n_saves(MODEL_CFG.model_copy(update={"checkpoint_tokens": 4 * 32}), 1e9) == every_batch
+
+
 def test_a_checkpoint_from_other_settings_is_not_used(tiny_model, tmp_path):
     folder = tmp_path / "sampling"
     cfg = MODEL_CFG.model_copy(update={"checkpoint_tokens": 128})

@@ -34,7 +34,8 @@ def test_sample_streams_the_corpus_and_stores_what_the_in_memory_path_gave(tmp_p
     parser = argparse.ArgumentParser()
     add_run_flags(parser)
     state, work = bytes_per_feature(build_config(parser.parse_args(argv)).sampler, CONTEXT)
-    limit = (state + work) * (N_FEATURES // 2) / GB  # room for half the features: two passes
+    # Room for half the features and a bit (the 12 printed decimals must not round it below half): two passes.
+    limit = (state + work) * (N_FEATURES // 2 + 0.5) / GB
     argv += ["--max-state-gb", f"{limit:.12f}"]
     cfg = build_config(parser.parse_args(argv))
     run_dir = tmp_path / "run"

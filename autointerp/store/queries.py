@@ -149,6 +149,19 @@ class StoreQueries(StoreConnection):
         ]
 
     @guarded
+    def sampled_features(self, run_id: str) -> set[int]:
+        """The features whose samples are stored."""
+        return {r["feature"] for r in self._rows("SELECT feature FROM features WHERE run_id = ?", [run_id])}
+
+    @guarded
+    def sampling_plan(self, run_id: str) -> list[int]:
+        """The features the run chose to sample, ascending; empty for a run sampled before plans were stored."""
+        if "sampling_plan" not in self.db.table_names():
+            return []
+        found = self._rows("SELECT feature FROM sampling_plan WHERE run_id = ? ORDER BY feature", [run_id])
+        return [r["feature"] for r in found]
+
+    @guarded
     def load_explanations(self, run_id: str, source: str = "llm") -> dict[int, Explanation]:
         found = self._rows(
             "SELECT * FROM explanations WHERE run_id = ? AND source = ? ORDER BY feature", [run_id, source]

@@ -175,6 +175,9 @@ TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], tuple[tuple[str,
         ("run_id", "settings_hash"),
         (),
     ),
+    # The features a run chose to sample, written with its first stored pass: sampling is finished once each
+    # has a `features` row (a multi-pass run stores pass by pass). No rows: a run sampled before this table.
+    "sampling_plan": ({"run_id": str, "feature": int}, ("run_id", "feature"), ()),
     # Each sampled feature's decoder row through the unembedding (W_dec[f] @ W_U), its top and bottom tokens
     # (autointerp.logits, written at sampling while the model is loaded). side: 'top' or 'bottom'; rank 0 is
     # the largest (top) or most negative (bottom) value, in logit units.

@@ -143,6 +143,13 @@ class StoreWrites(StoreQueries):
             self._touch(run_id)
 
     @guarded
+    def save_sampling_plan(self, run_id: str, features: Iterable[int]) -> None:
+        """The features the run samples (`sampling_plan`), so a resumed run knows when sampling is finished."""
+        self._writing()
+        with self.db.atomic():
+            self._put("sampling_plan", ({"run_id": run_id, "feature": int(f)} for f in features))
+
+    @guarded
     def save_explanation(
         self, run_id: str, expl: Explanation, source: str = "llm", *, calls: Sequence[CallRecord] = ()
     ) -> None:
