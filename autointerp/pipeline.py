@@ -212,7 +212,8 @@ def _sample_into_store(cfg: RunConfig, reporter: Reporter):
     """sample_stage once its settings are checked and the folder is locked. Each pass is stored as it
     finishes; a rerun after a kill streams only the passes whose features are not all stored (and resumes
     the pass in flight from its checkpoint)."""
-    from autointerp.sampler import plan_passes, sample_passes
+    from autointerp.sampler import sample_passes
+    from autointerp.sampler_memory import plan_passes
 
     store, run_id, run_dir = open_run(cfg)
     if run_id is not None and sampling_finished(store, run_id):

@@ -2,11 +2,9 @@
 windows and activation statistics, in state that is O(features x k) on the model's device.
 
 This module drives a pass: it streams batches of contexts (its share of them when several ranks run,
-see sampling_distributed.py), splits the features into passes that fit `max_state_gb`, checkpoints
-the state every `checkpoint_tokens` tokens and resumes from the checkpoint. Within a batch the SAE is
-encoded and the state updated one block of ENCODE_BLOCK features at a time, so a pass holds every
-feature's state but only one block's activations and batch work: memory, not batch size, sets how many
-features a pass takes. The streaming update is
+see sampling_distributed.py), splits the features into passes that fit `max_state_gb` (sampler_memory.py:
+within a batch the SAE is encoded and the state updated one block of features at a time), checkpoints
+the state every `checkpoint_tokens` tokens and resumes from the checkpoint. The streaming update is
 sampler_stream.py; the state, its hashes and its exact merge across shards are sampler_state.py;
 records are built in sampler_results.py.
 
@@ -66,9 +64,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from autointerp import sampling_distributed
+from autointerp import sampler_memory, sampling_distributed
 from autointerp.config import SamplerConfig
-from autointerp.errors import InputError, expected
 from autointerp.hooks import hook_stop_layer
 from autointerp.records import FeatureSample
 from autointerp.reporting import Reporter
@@ -79,15 +76,9 @@ from autointerp.sampler_state import (
     explain_best,
     from_tensors,
     split_of,
-    state_bytes_per_feature,
 )
 from autointerp.sampler_stream import Sampler, check_window
 
-GB = 1 << 30
-# Features per encode matmul. A matmul's rounding may depend on its width, so the encode always runs in
-# blocks of this many of the pass's features and passes hold whole blocks (plan_passes): a feature's
-# activations are then the same bits in one pass or in many.
-ENCODE_BLOCK = 4096
 DEFAULT_CHECKPOINT_TOKENS = 1_000_000  # per rank: a kill loses at most this much streaming
 # By default a checkpoint also waits until streaming has taken this many times the last save's duration:
 # a wide pass's state (tens of GB for 1M features) then costs at most ~1/CHECKPOINT_SPACING of the time.
@@ -158,12 +149,13 @@ def split_batches(
 
 def block_encoder(sae, x_ND: Tensor, blocks: list[Tensor], shape_BL: tuple[int, int]) -> Callable[[int, int], Tensor]:
     """`acts_of(lo, hi)` for `Sampler.update_blocks`: the activations [B, L, hi - lo] of the pass's features
-    lo..hi-1, one encode matmul per block of ENCODE_BLOCK (blocks[lo // ENCODE_BLOCK]), made when asked, so
+    lo..hi-1, one encode matmul per block (blocks[lo // ENCODE_BLOCK], sampler_memory), made when asked, so
     only one block's activations are held and their bits do not depend on how many blocks a pass holds.
     An SAE whose features compete (topk), or one run through its own encode (api.ForeignSAE, no
     `architecture`), computes every activation anyway: one encode, sliced."""
     if len(blocks) > 1 and not getattr(getattr(sae, "architecture", None), "couples_features", True):
-        return lambda lo, hi: sae.encode(x_ND, features=blocks[lo // ENCODE_BLOCK]).view(*shape_BL, hi - lo)
+        block = len(blocks[0])
+        return lambda lo, hi: sae.encode(x_ND, features=blocks[lo // block]).view(*shape_BL, hi - lo)
     index = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     acts_BLF = sae.encode(x_ND, features=index).view(*shape_BL, len(index))
     return lambda lo, hi: acts_BLF[..., lo:hi]
@@ -175,87 +167,6 @@ def hook_activations(model, tokens_BL: Tensor, hook_name: str) -> Tensor:
     _, cache = model.run_with_cache(tokens_BL, names_filter=hook_name, stop_at_layer=hook_stop_layer(hook_name))
     activation = cache[hook_name]
     return activation.flatten(2) if activation.ndim == 4 else activation  # hook_z: [B, L, H, d_head]
-
-
-# ---- memory: features per pass ----------------------------------------------------------------------
-
-
-def bytes_per_feature(cfg: SamplerConfig, context_size: int, sync_free: bool = False) -> tuple[int, int]:
-    """(state bytes, per-batch working bytes) one tracked feature costs on the sampler's device.
-    Working memory is an estimate: the encoded activations and their masked copy (float32 [B, L]),
-    candidate windows and ratios [B, W], and the top-window comparison [(K + B)^2] of bools; the
-    sync-free (GPU) steps add dense [B, L] histogram indices and hard-negative keys (int64) and a
-    [G, B] block of cell keys."""
-    B, L, W = cfg.batch_size, context_size, cfg.window_size
-    K = max(cfg.n_top_explain, cfg.n_top_score)
-    work = B * L * 13 + B * W * 10 + (K + B) ** 2 * 2 + B * 80
-    if sync_free:
-        work += B * L * 32 + cfg.interval_grid * B * 8
-    return state_bytes_per_feature(cfg), work
-
-
-def _size(n: float) -> str:
-    return f"{n / GB:,.2f} GiB" if n >= GB / 10 else f"{n / (1 << 20):,.1f} MiB"
-
-
-def sae_bytes(sae, cfg: SamplerConfig, context_size: int) -> tuple[int, int]:
-    """(bytes per tracked feature, fixed bytes per batch) the SAE's encode adds on its device: the pass's
-    sliced encoder columns (W_enc column and per-feature vectors, see SparseAutoencoder.encode); an SAE whose
-    features compete (topk) instead holds every pre-activation and activation of a batch [B x L, d_sae]."""
-    if sae is None:
-        return 0, 0
-    size = getattr(getattr(sae, "dtype", None), "itemsize", 4)
-    if getattr(getattr(sae, "architecture", None), "couples_features", True):
-        return 0, cfg.batch_size * context_size * sae.cfg.d_sae * (size + 4)
-    return (sae.cfg.d_in + 4) * size, 0
-
-
-def plan_passes(
-    features: list[int], cfg: SamplerConfig, context_size: int, device: str | torch.device = "cpu", sae=None
-) -> tuple[list[list[int]], str]:
-    """Features split into passes that fit `cfg.max_state_gb` on `device`, and a sentence saying so. A pass
-    holds every feature's state (and, given `sae`, its encoder columns) but the batch work of only one block
-    of ENCODE_BLOCK features at a time (Sampler.update_blocks). Off the CPU the sampler's steps are the
-    sync-free ones, which need more batch memory."""
-    state, work = bytes_per_feature(cfg, context_size, sync_free=torch.device(device).type != "cpu")
-    columns, fixed = sae_bytes(sae, cfg, context_size)
-    per = state + columns
-
-    def need(n: int) -> int:  # bytes a pass of n features holds at its peak
-        return n * per + min(n, ENCODE_BLOCK) * work + fixed
-
-    sentence = (
-        f"Sampler memory: ~{per / 1024:,.1f} KB per feature ({state / 1024:,.1f} KB state"
-        + (f" + {columns / 1024:,.1f} KB encoder columns" if columns else "")
-        + f") and {_size(min(len(features), ENCODE_BLOCK) * work + fixed)} of batch work (one block of up to "
-        f"{ENCODE_BLOCK:,} features at a time), {_size(need(len(features)))} for {len(features):,} features"
-    )
-    limit_gb, source = cfg.max_state_gb, "--max-state-gb"
-    if limit_gb is None and torch.device(device).type == "cuda":
-        # Nothing set on a GPU: 80 % of what is free now, so a 1M-feature SAE runs in passes, not out of memory.
-        limit_gb, source = 0.8 * torch.cuda.mem_get_info(torch.device(device))[0] / GB, "80 % of free GPU memory"
-    if limit_gb is None:
-        return [list(features)], sentence + "."
-    limit = int(limit_gb * GB)
-    fit = (limit - fixed) // (per + work)  # up to a block, each feature also brings its batch work
-    if fit >= ENCODE_BLOCK:
-        fit = (limit - fixed - ENCODE_BLOCK * work) // per
-        fit -= fit % ENCODE_BLOCK  # whole encode blocks: the same activations in one pass or many
-    if fit < 1:
-        raise InputError(
-            expected(
-                source,
-                f"{limit_gb:g}",
-                f"at least {need(1) / GB:.6f} GB, what one feature's state and batch work take "
-                f"(window {cfg.window_size}, batch {cfg.batch_size}, context {context_size}, grid {cfg.interval_grid})",
-                "Raise --max-state-gb or lower --batch-size.",
-            )
-        )
-    passes = [features[i : i + fit] for i in range(0, len(features), fit)]
-    return passes, sentence + (
-        f"; {source} {limit_gb:g} GiB: {len(passes)} pass(es) of up to {fit:,} features"
-        + (" (each pass streams the corpus again)." if len(passes) > 1 else ".")
-    )
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
@@ -336,7 +247,7 @@ def run_pass(
     state, done = resumed if resumed else (None, 0)
     sampler = Sampler(features, contexts.context_size, cfg, first_position, device, state, sync_free)
     feature_idx = torch.tensor(features, device=device)
-    blocks = list(feature_idx.split(ENCODE_BLOCK))
+    blocks = list(feature_idx.split(sampler_memory.ENCODE_BLOCK))
     special = torch.tensor(special_ids or [-1], device=model.cfg.device)
     started, seen, since_checkpoint = time.perf_counter(), 0, 0
     every = cfg.checkpoint_tokens or DEFAULT_CHECKPOINT_TOKENS
@@ -360,7 +271,7 @@ def run_pass(
             valid_BL = ~torch.isin(tokens_BL, special)
             valid_BL[:, :first_position] = False
             # One block of features at a time: its activations and batch work, never the whole pass's.
-            sampler.update_blocks(acts_of, ENCODE_BLOCK, tokens_BL, context_ids_B, valid_BL.to(device))  # ids on host
+            sampler.update_blocks(acts_of, len(blocks[0]), tokens_BL, context_ids_B, valid_BL.to(device))  # ids on host
             since_checkpoint += tokens_BL.numel()
             spaced = cfg.checkpoint_tokens or time.perf_counter() - saved_at >= CHECKPOINT_SPACING * last_save_s
             if checkpoints and since_checkpoint >= every and spaced:
@@ -408,7 +319,7 @@ def sample_passes(
     contexts = TensorContexts(tokens_NL) if isinstance(tokens_NL, Tensor) else tokens_NL
     check_window(contexts.context_size, first_position, cfg)
     rank, world = sampling_distributed.rank_and_world()
-    passes, sentence = plan_passes(features, cfg, contexts.context_size, sae.device, sae)
+    passes, sentence = sampler_memory.plan_passes(features, cfg, contexts.context_size, sae.device, sae)
     if reporter and rank == 0:
         reporter.note(sentence)
     skip = [bool(done(p)) for p in passes] if done is not None and rank == 0 else [False] * len(passes)

@@ -25,7 +25,8 @@ from autointerp.pipeline import PassWriter, open_run, run_folder, sampling_finis
 from autointerp.preflight import check_run
 from autointerp.reporting import Reporter, token_rate
 from autointerp.run_lock import RunLock
-from autointerp.sampler import hook_activations, plan_passes, sample_passes
+from autointerp.sampler import hook_activations, sample_passes
+from autointerp.sampler_memory import plan_passes
 from autointerp.sampling_distributed import init_from_env
 from autointerp.selection import choose_features, probe_log10_density
 

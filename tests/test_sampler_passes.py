@@ -7,7 +7,8 @@ from test_sampler import CFG, decode, run_state, sparse_sae, synthetic, text_tok
 
 from autointerp.errors import InputError
 from autointerp.reporting import Reporter
-from autointerp.sampler import GB, bytes_per_feature, plan_passes, sae_bytes, sample_features
+from autointerp.sampler import sample_features
+from autointerp.sampler_memory import GB, bytes_per_feature, plan_passes, sae_bytes
 from autointerp.scoring.quantise import quantise
 
 FEATURES = [1, 4, 9, 12, 30]
@@ -50,9 +51,9 @@ def test_passes_of_whole_encode_blocks_give_the_one_pass_activations_bit_for_bit
     """A matmul's rounding depends on its width (here 2 or 5 columns round unlike 16+), so the encode runs
     in fixed blocks and passes hold whole blocks: a jumprelu SAE's activations, statistics and windows
     from 3 passes equal one pass's exactly (without the blocks, 9-feature passes differ here: measured)."""
-    import autointerp.sampler as sampler
+    import autointerp.sampler_memory as sampler_memory
 
-    monkeypatch.setattr(sampler, "ENCODE_BLOCK", 4)
+    monkeypatch.setattr(sampler_memory, "ENCODE_BLOCK", 4)
     features = list(range(0, 64, 3))  # 22 features: blocks of 4, the last of 2
     state, work = bytes_per_feature(MODEL_CFG, 32)
     # 9 features' state and one block's batch work: 9 fit, cut to whole blocks of 4.

@@ -18,7 +18,8 @@ from autointerp.logits import load_feature_logits
 from autointerp.pipeline import sample_stage, sampling_note
 from autointerp.records import FeatureSample
 from autointerp.reporting import Progress, Reporter
-from autointerp.sampler import GB, TensorContexts, bytes_per_feature
+from autointerp.sampler import TensorContexts
+from autointerp.sampler_memory import GB, bytes_per_feature
 from autointerp.sampling_torchrun import rank_share
 from autointerp.store import RunStore
 

@@ -12,7 +12,8 @@ from autointerp.cli import add_run_flags, build_config, main
 from autointerp.corpus import special_token_ids, tokenise_corpus
 from autointerp.inputs import corpus_fingerprint
 from autointerp.sae import load_sae
-from autointerp.sampler import GB, bytes_per_feature, hook_activations, sample_features
+from autointerp.sampler import hook_activations, sample_features
+from autointerp.sampler_memory import GB, bytes_per_feature
 from autointerp.selection import choose_features, probe_log10_density
 from autointerp.store import RunStore
 

@@ -270,7 +270,7 @@ class SparseAutoencoder:
 
     def _subset_for(self, features: Tensor | Sequence[int]) -> _Subset:
         """The subset for `features`, cached while the same, unmodified tensor is passed again (a few
-        at once: the sampler encodes a pass in several fixed column blocks, see sampler.ENCODE_BLOCK).
+        at once: the sampler encodes a pass in several fixed column blocks, see sampler_memory.ENCODE_BLOCK).
 
         Identity, not value, is the cache key: comparing values would sync the GPU on every batch.
         A tensor's version counter catches in-place edits; a plain sequence is never cached.
