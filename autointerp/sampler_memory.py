@@ -16,7 +16,8 @@ from autointerp.sampler_state import state_bytes_per_feature
 GB = 1 << 30
 # Features per encode matmul. A matmul's rounding may depend on its width, so the encode always runs in
 # blocks of this many of the pass's features and passes hold whole blocks (plan_passes): a feature's
-# activations are then the same bits in one pass or in many.
+# activations are then the same bits in one pass or in many. (A limit that fits less than one block, ~180 MB
+# of CPU state, makes passes of fewer features than a block: their activations may then differ by an ulp.)
 ENCODE_BLOCK = 4096
 
 
