@@ -211,11 +211,11 @@ class Checkpoints:
     def clear(self, n_passes: int) -> None:
         for p in range(n_passes):
             path = self.path(p)
-            if path is not None and path.is_file():
-                path.unlink()
-        if self.folder is not None and self.folder.is_dir() and not any(self.folder.iterdir()):
-            # Ranks share the folder: another rank may remove it (or add its file) between the check and here.
-            with contextlib.suppress(OSError):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        # Ranks share the folder: another rank may remove it, or add its file, at any point in between.
+        with contextlib.suppress(OSError):
+            if self.folder is not None and not any(self.folder.iterdir()):
                 self.folder.rmdir()
 
 

@@ -273,3 +273,22 @@ def test_features_folded_in_blocks_give_the_one_block_state_bit_for_bit(sync_fre
     for block in (1, 3):
         for name, t in state(block).items():
             assert torch.equal(t, whole[name]), (block, name)
+
+
+def test_clearing_checkpoints_tolerates_another_rank_removing_the_folder(tmp_path, monkeypatch):
+    """Ranks share the checkpoint folder: one may remove it while another looks inside (seen in CI)."""
+    from pathlib import Path
+
+    from autointerp.sampler import Checkpoints
+
+    folder = tmp_path / "sampling"
+    folder.mkdir()
+    (folder / "pass000-rank001-of002.pt").write_bytes(b"")
+    checkpoints = Checkpoints(folder, MODEL_CFG, rank=1, world=2)
+
+    def vanished(self):
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", vanished)
+    checkpoints.clear(1)  # must not raise
+    assert not (folder / "pass000-rank001-of002.pt").exists()
