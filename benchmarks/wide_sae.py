@@ -53,19 +53,10 @@ from autointerp.sampler import TensorContexts, run_pass  # noqa: E402
 from autointerp.sampler_memory import ENCODE_BLOCK, GB, bytes_per_feature, plan_passes, sae_bytes  # noqa: E402
 from autointerp.sampler_results import finish_records  # noqa: E402
 
-# The tests' tiny model (tests/helpers_sae.py build_tiny_model): 2 layers, d_model 16, vocabulary 300.
-TINY = dict(
-    n_layers=2,
-    d_model=16,
-    n_ctx=64,
-    d_head=4,
-    n_heads=4,
-    d_mlp=32,
-    d_vocab=300,
-    act_fn="gelu",
-    normalization_type="LN",
-    positional_embedding_type="standard",
-)
+# The tests' tiny model (tests/helpers_sae.py): 2 layers, d_model 16, vocabulary 300.
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from helpers_sae import TINY_MODEL as TINY  # noqa: E402
+
 MODELS = {
     "tiny": (TINY, "blocks.0.hook_resid_post"),
     "gpt2": (bench.GPT2_SMALL, "blocks.6.hook_resid_post"),

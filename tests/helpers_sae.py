@@ -64,22 +64,16 @@ def write_sae(
     return save_sae(sae, Path(directory) / "sae")
 
 
+# The tiny model's shape (also benchmarks/wide_sae.py's "tiny" model).
+TINY_MODEL = dict(
+    n_layers=2, d_model=16, n_ctx=64, d_head=4, n_heads=4, d_mlp=32, d_vocab=300, act_fn="gelu", normalization_type="LN"
+)
+
+
 def build_tiny_model():
     """A 2-layer random HookedTransformer (d_model 16, vocabulary 300), the same weights every call (seed 0):
     the conftest's `tiny_model` fixture, and child processes that must rebuild the same model."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=16,
-        n_ctx=64,
-        d_head=4,
-        n_heads=4,
-        d_mlp=32,
-        d_vocab=300,
-        act_fn="gelu",
-        normalization_type="LN",
-        model_name="tiny-random",
-    )
-    return HookedTransformer(cfg).eval()
+    return HookedTransformer(HookedTransformerConfig(**TINY_MODEL, model_name="tiny-random")).eval()
